@@ -1,0 +1,10 @@
+"""The one exception type the CLI turns into a red line plus a hint."""
+
+
+class EdgeticketError(Exception):
+    """A user-facing error: what went wrong, and how to fix the input."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint

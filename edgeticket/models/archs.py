@@ -1,0 +1,121 @@
+"""Architecture registry: torchvision backbones plus a small ResNet for CPU demos and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ..registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build an architecture and where its ends are (the layers pruning keeps intact)."""
+    name: str
+    build: Callable[..., nn.Module]
+    first_conv: str
+    classifier: str
+    input_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    defaults: dict = field(default_factory=dict)
+
+
+ARCHS: Registry[ArchSpec] = Registry("architecture")
+
+
+def list_models() -> list[str]:
+    return ARCHS.names()
+
+
+def get_arch(name: str) -> ArchSpec:
+    return ARCHS.get(name)
+
+
+def get_model(name: str, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> nn.Module:
+    spec = ARCHS.get(name)
+    return spec.build(num_classes=num_classes, in_channels=in_channels, **{**spec.defaults, **kwargs})
+
+
+def replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def residual_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's residual blocks in forward order; `finetune --mode last-k:K` trains the last K."""
+    return [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, InvertedResidual))]
+
+
+def _adapt_stem(model: nn.Module, path: str, in_channels: int) -> nn.Module:
+    old = model.get_submodule(path)
+    if in_channels != old.in_channels:
+        replace_submodule(model, path, nn.Conv2d(in_channels, old.out_channels, old.kernel_size,
+                                                 old.stride, old.padding, bias=old.bias is not None))
+    return model
+
+
+def _torchvision(name: str, first_conv: str, classifier: str) -> None:
+    constructor = getattr(tvm, name)
+
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        return _adapt_stem(constructor(weights=None, num_classes=num_classes), first_conv, in_channels)
+
+    ARCHS.add(name, ArchSpec(name, build, first_conv, classifier))
+
+
+for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2"):
+    _torchvision(_name, "conv1", "fc")
+_torchvision("mobilenet_v2", "features.0.0", "classifier.1")
+
+
+class SmallResNet(nn.Module):
+    """CIFAR-style ResNet (3x3 stem, no max-pool) with torchvision's BasicBlock and torchvision's layer names."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16, blocks: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        stages, channels = [], width
+        for index, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if index == 0 else 2
+            layers = []
+            for block in range(blocks):
+                downsample = None
+                if block == 0 and (stride != 1 or channels != out):
+                    downsample = nn.Sequential(nn.Conv2d(channels, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                layers.append(BasicBlock(channels, out, stride if block == 0 else 1, downsample))
+                channels = out
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _small(width: int, blocks: int) -> Callable[..., nn.Module]:
+    def build(num_classes: int, in_channels: int, width: int = width, blocks: int = blocks) -> nn.Module:
+        return SmallResNet(num_classes, in_channels, width, blocks)
+    return build
+
+
+for _name, _width, _blocks in (("small_resnet", 16, 1), ("small_resnet_w32", 32, 1), ("small_resnet_w16_d2", 16, 2)):
+    ARCHS.add(_name, ArchSpec(_name, _small(_width, _blocks), "conv1", "fc", input_size=28,
+                              mean=(0.5,), std=(0.5,)))

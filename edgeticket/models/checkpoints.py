@@ -1,0 +1,206 @@
+"""Checkpoint loading as a pipeline: read safely, detect the format, strip prefixes, fit the architecture.
+
+Every read goes through `torch.load(..., weights_only=True)`; a file that needs pickle is refused unless
+the caller passes `trust_pickle=True` (the CLI's `--trust-pickle`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import EdgeticketError
+from ..fileio import sha256_file
+from ..registry import Registry
+from .archs import ARCHS, get_arch, get_model
+
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class RawWeights:
+    """What a reader extracts from a foreign file before it meets an architecture."""
+    state_dict: dict[str, torch.Tensor]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Reader:
+    detect: Callable[[object], bool]
+    read: Callable[[dict], RawWeights]
+
+
+READERS: Registry[Reader] = Registry("checkpoint format")
+DETECTION_ORDER = ("edgeticket", "madry", "wrapped", "state_dict")
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    stripped = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in STRIPPED_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        stripped[key] = value
+    return stripped
+
+
+def _madry_read(obj: dict) -> RawWeights:
+    state = obj["model"] if "model" in obj else obj["state_dict"]
+    weights = {k[len("module.model."):]: v for k, v in state.items() if k.startswith("module.model.")}
+    mean, std = state.get("module.normalizer.new_mean"), state.get("module.normalizer.new_std")
+    as_tuple = (lambda t: tuple(float(x) for x in t.flatten())) if mean is not None else (lambda t: None)
+    return RawWeights(weights, as_tuple(mean), as_tuple(std))
+
+
+def _madry_detect(obj: object) -> bool:
+    state = obj.get("model", obj.get("state_dict")) if isinstance(obj, dict) else None
+    return isinstance(state, dict) and any(str(k).startswith("module.model.") for k in state)
+
+
+def _wrapped_detect(obj: object) -> bool:
+    return isinstance(obj, dict) and any(_is_tensor_dict(obj.get(k)) for k in ("state_dict", "model"))
+
+
+def _wrapped_read(obj: dict) -> RawWeights:
+    return RawWeights(_strip(obj["state_dict"] if _is_tensor_dict(obj.get("state_dict")) else obj["model"]))
+
+
+READERS.add("edgeticket", Reader(lambda o: isinstance(o, dict) and o.get("format") == "edgeticket", None))
+READERS.add("madry", Reader(_madry_detect, _madry_read))
+READERS.add("wrapped", Reader(_wrapped_detect, _wrapped_read))
+READERS.add("state_dict", Reader(_is_tensor_dict, lambda o: RawWeights(_strip(o))))
+
+
+def read_file(path: str | Path, trust_pickle: bool = False) -> object:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeticketError(f"no such file: {path}", hint="check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise EdgeticketError(
+                f"{path.name} needs pickle to load (it stores the Python object {found.group(1) if found else 'a class'}),"
+                " which can run arbitrary code",
+                hint="re-save it as a state_dict, or pass --trust-pickle if you trust where it came from") from None
+        raise EdgeticketError(f"{path.name} is not a PyTorch checkpoint (its data is not valid pickle)",
+                              hint="the file is corrupt or of another format; copy it again") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        reason = "truncated zip archive" if "zip" in str(error) else type(error).__name__
+        raise EdgeticketError(f"{path.name} is not a readable PyTorch checkpoint ({reason})",
+                              hint="the file is truncated or corrupt; copy it again") from None
+
+
+def detect_format(obj: object) -> str:
+    for name in DETECTION_ORDER:
+        if READERS.get(name).detect(obj):
+            return name
+    raise EdgeticketError("unrecognised checkpoint layout",
+                          hint=f"edgeticket reads: {', '.join(DETECTION_ORDER)} (a dict of tensors, or one under "
+                               "'state_dict'/'model')")
+
+
+def source_kind_from_name(name: str) -> tuple[str, str | None]:
+    """MadryLab file names carry the threat model: resnet50_l2_eps3.ckpt is robust, *_eps0 is natural."""
+    match = re.search(r"_(l2|linf)_eps([\d.]+?)(?:\.ckpt|\.pt|\.pth|$)", name)
+    if not match:
+        return "unknown", None
+    norm, eps = match.group(1), float(match.group(2))
+    if eps == 0:
+        return "natural", None
+    return "robust", f"{norm}:{eps:g}" + ("/255" if norm == "linf" else "")
+
+
+def guess_archs(state: dict[str, torch.Tensor]) -> list[str]:
+    """Architectures whose parameter names match the file's (built on the meta device: no memory, no time)."""
+    matches = []
+    for name in ARCHS.names():
+        with torch.device("meta"):
+            keys = set(get_model(name).state_dict())
+        if keys == set(state):
+            matches.append(name)
+    return matches
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Load strictly; on mismatch, name the first offending keys and the architecture expected."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes))
+                 if items]
+        guesses = [g for g in guess_archs(state) if g != arch]
+        hint = f"this file looks like --arch {guesses[0]}" if guesses else "check --arch and that the file is complete"
+        raise EdgeticketError(f"checkpoint does not fit architecture '{arch}': {'; '.join(parts)}", hint=hint)
+    model.load_state_dict(state)
+
+
+def _infer_kwargs(arch: str, state: dict[str, torch.Tensor]) -> dict:
+    spec = get_arch(arch)
+    kwargs = {"num_classes": 1000, "in_channels": 3}
+    if f"{spec.classifier}.weight" in state:
+        kwargs["num_classes"] = int(state[f"{spec.classifier}.weight"].shape[0])
+    if f"{spec.first_conv}.weight" in state:
+        kwargs["in_channels"] = int(state[f"{spec.first_conv}.weight"].shape[1])
+    return kwargs
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    return tuple(values) * channels if len(values) == 1 else tuple(values)
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: bool = False,
+                    source_kind: str | None = None) -> "Ticket":
+    """Any supported checkpoint, as a Ticket (foreign files become dense, unpruned tickets)."""
+    from ..tickets.ticket import Ticket
+    path = Path(path)
+    obj = read_file(path, trust_pickle)
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    fmt = detect_format(obj)
+    if fmt == "edgeticket":
+        ticket = Ticket.from_dict(obj)
+        if arch and arch != ticket.arch:
+            raise EdgeticketError(f"{path.name} holds a {ticket.arch}, not a {arch}",
+                                  hint=f"drop --arch or pass --arch {ticket.arch}")
+        ticket.build_model()  # fails early, with torch's message, if the file is inconsistent
+        return ticket
+    if not arch:
+        guesses = guess_archs(READERS.get(fmt).read(obj).state_dict)
+        raise EdgeticketError(f"{path.name} is a plain {fmt} checkpoint: the architecture is needed",
+                              hint=f"pass --arch {guesses[0] if guesses else 'NAME'} (see `edgeticket models`)")
+    raw = READERS.get(fmt).read(obj)
+    spec = get_arch(arch)
+    kwargs = _infer_kwargs(arch, raw.state_dict)
+    model = get_model(arch, **kwargs)
+    fit_state_dict(model, raw.state_dict, arch)
+    kind, threat = source_kind_from_name(path.name)
+    channels = kwargs["in_channels"]
+    ticket = Ticket(arch=arch, arch_kwargs=kwargs, state_dict=model.state_dict(),
+                    input_size=(channels, spec.input_size, spec.input_size),
+                    mean=_per_channel(raw.mean or spec.mean, channels), std=_per_channel(raw.std or spec.std, channels),
+                    class_names=[str(i) for i in range(kwargs["num_classes"])],
+                    provenance={"source_kind": source_kind or kind, "threat_model": threat,
+                                "source_file": path.name, "source_sha256": sha256_file(path), "source_format": fmt})
+    ticket.add_stage("import", format=fmt, file=path.name)
+    return ticket

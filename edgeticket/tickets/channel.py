@@ -1,0 +1,32 @@
+"""Physical channel removal with torch-pruning: the ticket becomes a smaller dense model.
+
+`ratio` is torch-pruning's `pruning_ratio`: the fraction of output channels removed from every prunable
+layer (coupled layers, e.g. across residual additions, are pruned together). Parameters and MACs fall by
+about 1 - (1 - ratio)^2. The classifier keeps its outputs.
+"""
+
+from __future__ import annotations
+
+import torch_pruning as tp
+from torch import nn
+
+from ..models import get_arch
+from .ticket import Ticket
+
+
+def prune_channels(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
+                   importance: tp.importance.Importance | None = None) -> list:
+    """Remove `ratio` of the channels in place; returns the ticket's pruning history extended by this step."""
+    if ratio <= 0:
+        return list(ticket.pruning_history)
+    model.eval()  # tracing must not touch BatchNorm running statistics
+    pruner = tp.pruner.BasePruner(
+        model, ticket.example_input(), importance=importance or tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio, global_pruning=scope == "global",
+        ignored_layers=[model.get_submodule(get_arch(ticket.arch).classifier)])
+    pruner.step()
+    return list(ticket.pruning_history) + list(pruner.pruning_history())
+
+
+def conv_channels(model: nn.Module) -> int:
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install everything edgeticket needs: the torch pair, the package, and Debian's data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1
+"${pip[@]}" -e ".[test]"
+
+need_apt=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "warning: could not install ${need_apt[*]} (no apt-get/root); put Fashion-MNIST in \$EDGETICKET_DATA" >&2
+  fi
+fi

@@ -1,0 +1,42 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeticket.errors import EdgeticketError
+from edgeticket.export import export_onnx, onnx as onnx_export, read_metadata
+from edgeticket.models.checkpoints import load_checkpoint
+from edgeticket.tickets import DrawConfig, draw_ticket
+
+
+@pytest.fixture
+def ticket(small_checkpoint):
+    source = load_checkpoint(small_checkpoint, "small_resnet")
+    source.mean, source.std = (0.3,), (0.2,)
+    return draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))[0]
+
+
+def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
+    report = export_onnx(ticket, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+    pixels = torch.rand(5, *ticket.input_size)  # batch 5: the batch axis is dynamic
+    with torch.no_grad():
+        expected = ticket.build_model()((pixels - 0.3) / 0.2).numpy()
+    got = onnx_export.run_onnx(tmp_path / "m.onnx", pixels.numpy())
+    assert np.abs(got - expected).max() <= 1e-4
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert json.loads(meta["edgeticket.mean"]) == [0.3]
+    assert json.loads(meta["edgeticket.provenance"])["pattern"] == "channel"
+    assert len(json.loads(meta["edgeticket.class_names"])) == 10
+
+
+def test_failed_parity_leaves_no_file(ticket, tmp_path, monkeypatch):
+    (tmp_path / "old.onnx").write_bytes(b"keep me")
+    monkeypatch.setattr(onnx_export, "ONNX_FP32_TOLERANCE", -1.0)
+    with pytest.raises(EdgeticketError, match="parity"):
+        export_onnx(ticket, tmp_path / "old.onnx")
+    with pytest.raises(EdgeticketError):
+        export_onnx(ticket, tmp_path / "new.onnx")
+    assert (tmp_path / "old.onnx").read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx", "small.pt"]

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from edgeticket.errors import EdgeticketError
+from edgeticket.models.checkpoints import load_checkpoint
+from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
+from edgeticket.tickets.masks import masked_sparsity
+
+
+@pytest.fixture
+def source(small_checkpoint):
+    return load_checkpoint(small_checkpoint, "small_resnet")
+
+
+def test_channel_ticket_reloads_identically_and_shrinks(source, tmp_path):
+    ticket, report = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
+    ticket.save(tmp_path / "t.ticket")
+    reloaded = Ticket.load(tmp_path / "t.ticket")
+    x = torch.rand(3, *source.input_size)
+    with torch.no_grad():
+        assert torch.equal(reloaded.build_model()(x), ticket.build_model()(x))
+    assert report.after.macs < 0.35 * report.before.macs  # ~ (1 - 0.5)^2 of the dense MACs
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=0.02)
+    assert reloaded.build_model().conv1.out_channels == 8  # physically gone, not masked
+    assert reloaded.build_model().fc.out_features == 10    # classifier outputs kept
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "row", "kernel"])
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+@pytest.mark.parametrize("sparsity", [0.3, 0.8])
+def test_masked_patterns_hit_their_sparsity(source, pattern, scope, sparsity):
+    ticket, report = draw_ticket(source, DrawConfig(pattern=pattern, sparsity=sparsity, scope=scope))
+    assert abs(masked_sparsity(ticket.masks) - sparsity) <= 0.005
+    assert report.achieved_sparsity == pytest.approx(masked_sparsity(ticket.masks))
+    model = ticket.build_model()
+    for name, param in model.named_parameters():
+        if name in ticket.masks:
+            assert torch.all(param[~ticket.masks[name]] == 0)
+    assert "conv1.weight" not in ticket.masks and "fc.weight" not in ticket.masks
+
+
+def test_kernel_pattern_removes_whole_kernels(source):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="kernel", sparsity=0.5))
+    mask = ticket.masks["layer2.0.conv1.weight"]
+    per_kernel = mask.flatten(2).sum(-1)
+    assert set(per_kernel.unique().tolist()) <= {0, 9}
+
+
+def test_row_pattern_removes_whole_rows(source):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="row", sparsity=0.5))
+    per_row = ticket.masks["layer2.0.conv1.weight"].sum(-1)
+    assert set(per_row.unique().tolist()) <= {0, 3}
+
+
+def test_magnitude_keeps_the_largest(source):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="unstructured", sparsity=0.5))
+    weight = source.state_dict["layer1.0.conv1.weight"].abs()
+    mask = ticket.masks["layer1.0.conv1.weight"]
+    assert weight[mask].min() >= weight[~mask].max()
+
+
+def test_first_last_masked_when_asked(source):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="unstructured", sparsity=0.5, include_first_last=True))
+    assert "conv1.weight" in ticket.masks and "fc.weight" in ticket.masks
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5])
+def test_sparsity_outside_range_is_refused(source, sparsity):
+    with pytest.raises(EdgeticketError, match="outside"):
+        draw_ticket(source, DrawConfig(sparsity=sparsity))
+
+
+def test_provenance_records_the_draw(source):
+    ticket, report = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.3))
+    assert ticket.provenance["method"] == "omp" and ticket.provenance["macs_after"] == report.after.macs
+    assert ticket.provenance["stages"][-1]["stage"] == "draw"
