@@ -162,5 +162,93 @@ def bench(model: Path, threads: Annotated[int, typer.Option(min=1, help="Intra-o
                  f"{lat.p90_ms:.2f}", f"{lat.p99_ms:.2f}", f"{lat.mean_ms:.2f}", f"{lat.std_ms:.2f}", lat.runs]])
 
 
+Data = Annotated[str, typer.Option("--data", help="Dataset (see `edgeticket datasets`).")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Where local dataset files are ($EDGETICKET_DATA).")]
+Subset = Annotated[Optional[int], typer.Option(min=1, help="Train on N stratified, seeded images.")]
+Mode = Annotated[str, typer.Option(help="whole | linear | last-k:K")]
+Adv = Annotated[str, typer.Option(help="none | l2:EPS | linf:EPS (8/255) | noise:SIGMA")]
+Steps = Annotated[int, typer.Option(min=1, help="PGD steps.")]
+Epochs = Annotated[int, typer.Option(min=1)]
+Lr = Annotated[float, typer.Option(help="Initial learning rate (x0.1 at 1/3 and 2/3 of the epochs).")]
+Batch = Annotated[int, typer.Option(min=1, help="Global batch size.")]
+Seed = Annotated[int, typer.Option(help="Seed for data order, subset and head.")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+Output = Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")]
+
+
+def train_config(mode: str, epochs: int, lr: float, batch_size: int, adv: str, steps: int, seed: int,
+                 device: str):
+    from .attacks import AttackConfig
+    from .train import TrainConfig
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, mode=mode,
+                         attack=AttackConfig.parse(adv, steps), seed=seed, device=device)
+    config.validate()
+    return config
+
+
+def epoch_printer(json_output: bool):
+    from dataclasses import asdict
+    return (lambda record: emit_json(asdict(record), indent=None)) if json_output else None
+
+
+def trained_summary(what: str, output: Path, ticket, splits, json_output: bool) -> None:
+    """Test accuracy of the trained ticket, recorded in its provenance and printed."""
+    from .metrics import accuracy, predict
+    acc = accuracy(predict(ticket.deployable(), splits.test), splits.test.labels)
+    ticket.provenance["stages"][-1]["test_accuracy"] = acc
+    from .train import save_result
+    save_result(ticket, output)
+    if json_output:
+        return emit_json({"output": str(output), "test_accuracy": acc, "provenance": ticket.provenance}, indent=None)
+    console.print(f"{what} -> {output}: {splits.name} test accuracy [bold]{acc:.2%}[/] on {len(splits.test)} images")
+
+
+@command("edgeticket pretrain --arch small_resnet --data fashion-mnist --adv l2:1.0 -o runs/src-robust.ticket")
+def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architecture (see `edgeticket models`).")] = "small_resnet",
+             data: Data = "fashion-mnist", data_root: DataRoot = None, subset: Subset = None,
+             adv: Adv = "none", steps: Steps = 3, epochs: Epochs = 10, lr: Lr = 0.05, batch_size: Batch = 128,
+             image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
+             start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
+             seed: Seed = 0, device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
+    """Train a source model: natural, adversarial (PGD L2/Linf) or Gaussian-noise (random smoothing)."""
+    from . import train
+    from .data import DataConfig, load_dataset
+    from .models import get_arch
+    from .models.checkpoints import load_checkpoint
+    config = train_config("whole", epochs, lr, batch_size, adv, steps, seed, device)
+    begin = load_checkpoint(start, arch) if start else None
+    size = begin.input_size[-1] if begin else image_size or get_arch(arch).input_size
+    splits = load_dataset(DataConfig(data, str(data_root) if data_root else None, subset, seed, size,
+                                     begin.input_size[0] if begin else None))
+    ticket, _ = train.pretrain(arch, splits, config, begin, train.state_file(output), epoch_printer(json_output))
+    trained_summary(f"{ticket.provenance['source_kind']} {arch}", output, ticket, splits, json_output)
+
+
+@command("edgeticket finetune runs/t50.ticket --data digits --mode whole -o runs/t50-digits.ticket")
+def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], output: Output, data: Data = "digits",
+             data_root: DataRoot = None, subset: Subset = None, mode: Mode = "whole", adv: Adv = "none",
+             steps: Steps = 3, epochs: Epochs = 30, lr: Lr = 0.01, batch_size: Batch = 64, seed: Seed = 0,
+             device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
+    """Finetune a ticket on a target task with a new head; masks and removed channels stay removed."""
+    from . import train
+    from .data import DataConfig, load_dataset
+    from .models.checkpoints import load_checkpoint
+    config = train_config(mode, epochs, lr, batch_size, adv, steps, seed, device)
+    ticket = load_checkpoint(ticket_path)
+    splits = load_dataset(DataConfig(data, str(data_root) if data_root else None, subset, seed,
+                                     ticket.input_size[-1], ticket.input_size[0]))
+    trained, _ = train.finetune(ticket, splits, config, train.state_file(output), epoch_printer(json_output))
+    trained_summary(f"{mode} finetune", output, trained, splits, json_output)
+
+
+@command("edgeticket datasets")
+def datasets(json_output: Json = False, quiet: Quiet = False) -> None:
+    """List the registered datasets (all read from local files; nothing is downloaded)."""
+    from .data import list_datasets
+    if json_output:
+        return emit_json(list_datasets())
+    console.print("\n".join(list_datasets()))
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from .. import __version__
 from ..errors import EdgeticketError
@@ -21,23 +20,6 @@ from ..tickets.ticket import Ticket
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 ONNX_FP32_TOLERANCE = 1e-4
-
-
-class Normalized(nn.Module):
-    """Puts the checkpoint's mean/std inside the graph, so an app feeds pixels in [0, 1] directly."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
-
-
-def deployable(ticket: Ticket) -> nn.Module:
-    return Normalized(ticket.build_model(), ticket.mean, ticket.std).eval()
 
 
 def ticket_metadata(ticket: Ticket, ticket_sha256: str | None) -> dict[str, str]:
@@ -76,7 +58,7 @@ class ExportReport:
 
 def export_onnx(ticket: Ticket, path: str | Path, ticket_sha256: str | None = None, opset: int = 18) -> ExportReport:
     """Export, add metadata, run onnx.checker, compare onnxruntime to torch; no file unless all pass."""
-    module = deployable(ticket)
+    module = ticket.deployable()
     example = parity_inputs(ticket, 2)
     with atomic_path(path) as tmp:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import EdgeticketError
 from ..fileio import save_torch
 from ..models import get_model
+from ..models.normalize import Normalized
 
 FORMAT = "edgeticket"
 FORMAT_VERSION = 1
@@ -54,6 +55,10 @@ class Ticket:
             graph.load_pruning_history(self.pruning_history)
         model.load_state_dict(self.state_dict)
         return model.eval()
+
+    def deployable(self) -> nn.Module:
+        """The model as shipped: pixels in [0, 1] in, the checkpoint's normalization inside."""
+        return Normalized(self.build_model(), self.mean, self.std).eval()
 
     def with_model(self, model: nn.Module, **changes) -> "Ticket":
         """A copy carrying `model`'s current weights (and any other changed fields)."""

@@ -1,0 +1,95 @@
+"""The paper's Table I metrics (accuracy, ECE, NLL, adversarial accuracy, OOD ROC-AUC) and a Frechet
+distance between feature sets (Table II's domain gap, measured in the model's own features)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from .attacks import AttackConfig, pgd
+from .data import TensorImages
+
+ECE_BINS = 15
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Sum over equal-width confidence bins of |accuracy - confidence|, weighted by the bin's share."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += float(inside.float().mean() * (correct[inside].mean() - confidence[inside].mean()).abs())
+    return ece
+
+
+def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float(F.cross_entropy(logits, labels))
+
+
+def ood_roc_auc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """ROC-AUC of telling in-distribution (positive) from OOD inputs by a score (max softmax probability)."""
+    labels = np.r_[np.ones(len(in_scores)), np.zeros(len(out_scores))]
+    return float(roc_auc_score(labels, np.r_[in_scores, out_scores]))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets (rows are samples)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(root).all():  # singular product: regularize, as the FID reference code does
+        offset = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorImages, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(data.batch(idx)[0]) for idx in torch.split(torch.arange(len(data)), batch_size)])
+
+
+def adversarial_accuracy(model: nn.Module, data: TensorImages, attack: AttackConfig, batch_size: int = 256) -> float:
+    correct = 0
+    for idx in torch.split(torch.arange(len(data)), batch_size):
+        images, labels = data.batch(idx)
+        with torch.no_grad():
+            correct += int((model(pgd(model, images, labels, attack)).argmax(1) == labels).sum())
+    return correct / len(data)
+
+
+def max_softmax(logits: torch.Tensor) -> np.ndarray:
+    return logits.softmax(1).max(1).values.numpy()
+
+
+@dataclass
+class TableRow:
+    """One row of the paper's Table I."""
+    accuracy: float                  # percent
+    ece: float
+    nll: float
+    adv_accuracy: float | None       # percent; None when the runtime has no gradients
+    ood_roc_auc: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def table_row(logits: torch.Tensor, labels: torch.Tensor, adv_accuracy: float | None = None,
+              ood_logits: torch.Tensor | None = None) -> TableRow:
+    auc = ood_roc_auc(max_softmax(logits), max_softmax(ood_logits)) if ood_logits is not None else None
+    return TableRow(100 * accuracy(logits, labels), expected_calibration_error(logits.softmax(1), labels),
+                    negative_log_likelihood(logits, labels), None if adv_accuracy is None else 100 * adv_accuracy, auc)

@@ -1,0 +1,277 @@
+"""One training loop for pretrain and finetune: modes, adversarial/noise objectives, masks, resume, DDP.
+
+Resume: after every epoch the model, optimizer, scheduler and RNG state go atomically to a state file;
+re-running the same command continues from the last finished epoch. The batch order of an epoch depends
+only on (seed, epoch), so an interrupted and resumed run ends with the same weights as an uninterrupted one.
+
+Scale-out: under `torchrun --nproc_per_node=N` the loop wraps the model in DistributedDataParallel (gloo on
+CPU, nccl on GPUs) and shards every batch with a DistributedSampler; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
+from .attacks import AttackConfig, perturb
+from .console import progress_bar
+from .data import ImageSplits, TensorImages
+from .errors import EdgeticketError
+from .fileio import save_torch
+from .models import get_arch, get_model, replace_submodule, residual_blocks
+from .tickets.masks import apply_masks
+from .tickets.ticket import Ticket
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 0.01
+    batch_size: int = 64                        # global batch, split across DDP processes
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_drops: tuple[float, ...] = (1 / 3, 2 / 3)  # lr x0.1 at these fractions of the epochs (the paper's 50/100 of 150)
+    mode: str = "whole"                         # whole | linear | last-k:K
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    seed: int = 0
+    device: str = "auto"                        # auto | cpu | cuda | cuda:N
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise EdgeticketError("epochs, batch size and lr must be positive", hint="e.g. --epochs 30 --lr 0.01")
+        if not (self.mode in ("whole", "linear") or self.mode.startswith("last-k:")):
+            raise EdgeticketError(f"unknown --mode '{self.mode}'", hint="choose whole, linear or last-k:K (e.g. last-k:3)")
+        if self.mode.startswith("last-k:") and not self.mode[7:].isdigit():
+            raise EdgeticketError(f"bad --mode '{self.mode}'", hint="K is a whole number of residual blocks: last-k:3")
+
+    def milestones(self) -> list[int]:
+        return sorted({max(1, round(f * self.epochs)) for f in self.lr_drops if round(f * self.epochs) < self.epochs})
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    accuracy: float
+    images_per_s: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, env: Distributed) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EdgeticketError(f"--device {name} asked for, but this machine has no CUDA GPU", hint="use --device cpu")
+    return torch.device(name)
+
+
+def trainable_modules(model: nn.Module, mode: str, arch: str) -> list[nn.Module] | None:
+    """None for whole-model training; otherwise the modules that train (everything else is frozen, BN included)."""
+    if mode == "whole":
+        return None
+    head = [model.get_submodule(get_arch(arch).classifier)]
+    if mode == "linear":
+        return head
+    count = int(mode.split(":")[1])
+    blocks = residual_blocks(model)
+    if count > len(blocks):
+        raise EdgeticketError(f"--mode {mode}: {arch} has only {len(blocks)} residual blocks", hint=f"K <= {len(blocks)}")
+    return (blocks[-count:] if count else []) + head
+
+
+def set_train_mode(model: nn.Module, modules: list[nn.Module] | None) -> None:
+    if modules is None:
+        model.train()
+        return
+    model.eval()
+    for module in modules:
+        module.train()
+
+
+def freeze(model: nn.Module, modules: list[nn.Module] | None) -> list[nn.Parameter]:
+    trainable = {id(p) for m in modules for p in m.parameters()} if modules is not None else None
+    params = []
+    for p in model.parameters():
+        p.requires_grad_(trainable is None or id(p) in trainable)
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def epoch_batches(count: int, config: TrainConfig, env: Distributed, epoch: int) -> list[torch.Tensor]:
+    """This process's batches for one epoch; the order depends only on (seed, epoch)."""
+    sampler = DistributedSampler(range(count), num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                 seed=config.seed)
+    sampler.set_epoch(epoch)
+    indices = torch.tensor(list(sampler))
+    return list(torch.split(indices, max(1, config.batch_size // env.world_size)))
+
+
+def fingerprint(config: TrainConfig, ticket: Ticket, data: TensorImages) -> str:
+    """What a resume state must match: the recipe, the starting weights and the data."""
+    weights = float(sum(v.double().sum() for v in ticket.state_dict.values() if v.is_floating_point()))
+    return json.dumps({"config": asdict(config), "weights": round(weights, 6), "images": len(data),
+                       "labels": int(data.labels.sum())}, sort_keys=True, default=str)
+
+
+def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str | Path | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None, description: str = "train") -> tuple[Ticket, list[EpochRecord]]:
+    """Train `ticket` on `data` and return it with its new weights (masks enforced after every step)."""
+    config.validate()
+    env = Distributed.from_env()
+    if env.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
+    device = pick_device(config.device, env)
+    torch.manual_seed(config.seed + env.rank)
+    network = ticket.deployable().to(device)
+    modules = trainable_modules(network.model, config.mode, ticket.arch)
+    params = freeze(network.model, modules)
+    masks = {k: v.to(device) for k, v in ticket.masks.items()}
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones(), gamma=0.1)
+    history: list[EpochRecord] = []
+    start_epoch, print_key = 0, fingerprint(config, ticket, data)
+    state_path = Path(state_path) if state_path else None
+    if state_path and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state["fingerprint"] != print_key:
+            raise EdgeticketError(f"{state_path.name} belongs to a different run (other recipe, weights or data)",
+                                  hint=f"delete {state_path} to start over")
+        network.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history = state["epoch"], [EpochRecord(**r) for r in state["history"]]
+    runner = DistributedDataParallel(network) if env.enabled else network
+    batches_per_epoch = len(epoch_batches(len(data), config, env, 0))
+    with progress_bar("epoch", "loss", "acc", "img_s") as bar:
+        task = bar.add_task(description, total=config.epochs * batches_per_epoch,
+                            completed=start_epoch * batches_per_epoch, epoch=f"{start_epoch}/{config.epochs}",
+                            loss="-", acc="-", img_s="-")
+        for epoch in range(start_epoch, config.epochs):
+            set_train_mode(network.model, modules)
+            totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
+            began = time.perf_counter()
+            for indices in epoch_batches(len(data), config, env, epoch):
+                images, labels = data.batch(indices)
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                inputs = perturb(network, images, labels, config.attack)
+                logits = runner(inputs)
+                loss = F.cross_entropy(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if masks:
+                    apply_masks(network.model, masks)
+                totals += torch.tensor([loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)],
+                                       dtype=torch.float64)
+                bar.update(task, advance=1)
+            if env.enabled:
+                dist.all_reduce(totals)
+            seconds = time.perf_counter() - began
+            record = EpochRecord(epoch + 1, float(totals[0] / totals[2]), float(totals[1] / totals[2]),
+                                 float(totals[2] / seconds), scheduler.get_last_lr()[0], seconds)
+            scheduler.step()
+            history.append(record)
+            bar.update(task, epoch=f"{epoch + 1}/{config.epochs}", loss=f"{record.loss:.3f}",
+                       acc=f"{record.accuracy:.1%}", img_s=f"{record.images_per_s:.0f}")
+            if state_path and env.is_main:
+                save_torch({"fingerprint": print_key, "epoch": epoch + 1, "model": network.model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": torch.get_rng_state(), "history": [asdict(r) for r in history]}, state_path)
+            if on_epoch and env.is_main:
+                on_epoch(record)
+    trained = ticket.with_model(network.model.cpu().eval())
+    return trained, history
+
+
+def recipe(config: TrainConfig, data_name: str, images: int) -> dict:
+    return {**asdict(config), "attack": config.attack.label, "data": data_name, "train_images": images}
+
+
+def replace_head(ticket: Ticket, class_names: list[str], seed: int) -> Ticket:
+    """A fresh classifier for the target's classes; the features (and their masks) are kept."""
+    model = ticket.build_model()
+    classifier = get_arch(ticket.arch).classifier
+    old = model.get_submodule(classifier)
+    torch.manual_seed(seed)
+    replace_submodule(model, classifier, nn.Linear(old.in_features, len(class_names)))
+    masks = {k: v for k, v in ticket.masks.items() if not k.startswith(f"{classifier}.")}
+    return ticket.with_model(model, arch_kwargs={**ticket.arch_kwargs, "num_classes": len(class_names)},
+                             class_names=list(class_names), masks=masks, provenance=dict(ticket.provenance))
+
+
+SOURCE_KINDS = {"none": "natural", "l2": "robust", "linf": "robust", "noise": "noise"}
+
+
+def finetune(ticket: Ticket, splits: ImageSplits, config: TrainConfig, state_path: str | Path | None = None,
+             on_epoch: Callable[[EpochRecord], None] | None = None) -> tuple[Ticket, list[EpochRecord]]:
+    """Transfer a ticket to the target task: new head, then train in the chosen mode; sparsity is kept."""
+    start = replace_head(ticket, splits.class_names, config.seed)
+    trained, history = fit(start, splits.train, config, state_path, on_epoch, description=f"finetune {splits.name}")
+    trained.provenance["target"] = splits.name
+    trained.add_stage("finetune", **recipe(config, splits.name, len(splits.train)))
+    return trained, history
+
+
+def pretrain(arch: str, splits: ImageSplits, config: TrainConfig, start: Ticket | None = None,
+             state_path: str | Path | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
+             arch_kwargs: dict | None = None) -> tuple[Ticket, list[EpochRecord]]:
+    """Train a source model (natural, adversarial or noise) from scratch, or continue from `start`."""
+    if start is None:
+        kwargs = {"num_classes": len(splits.class_names), "in_channels": splits.channels, **(arch_kwargs or {})}
+        model = get_model(arch, **kwargs)
+        mean, std = splits.pixel_stats()
+        start = Ticket(arch, kwargs, model.state_dict(), (splits.channels, splits.image_size, splits.image_size),
+                       mean, std, list(splits.class_names))
+    elif start.class_names != list(splits.class_names):
+        start = replace_head(start, splits.class_names, config.seed)
+    trained, history = fit(start, splits.train, config, state_path, on_epoch, description=f"pretrain {splits.name}")
+    trained.provenance.update(source_kind=SOURCE_KINDS[config.attack.kind], threat_model=config.attack.label,
+                              source_data=splits.name)
+    trained.add_stage("pretrain", **recipe(config, splits.name, len(splits.train)))
+    return trained, history
+
+
+def state_file(output: str | Path) -> Path:
+    """Where a run writing `output` keeps its per-epoch resume state."""
+    output = Path(output)
+    return output.with_name(output.name + ".resume")
+
+
+def save_result(ticket: Ticket, output: str | Path) -> None:
+    """Rank 0 writes the result atomically and drops the resume state; other ranks write nothing."""
+    if Distributed.from_env().is_main:
+        ticket.save(output)
+        state_file(output).unlink(missing_ok=True)

@@ -1,0 +1,104 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from edgeticket.data import DataConfig, load_dataset
+from edgeticket.errors import EdgeticketError
+from edgeticket.models.checkpoints import load_checkpoint
+from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
+from edgeticket.train import TrainConfig, finetune, fit, replace_head, state_file
+
+
+@pytest.fixture
+def source(small_checkpoint):
+    return load_checkpoint(small_checkpoint, "small_resnet")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig("digits", subset=128, image_size=28, channels=1))
+
+
+def test_masks_stay_exactly_zero_after_finetune(source, digits):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="unstructured", sparsity=0.7))
+    trained, history = finetune(ticket, digits, TrainConfig(epochs=2, lr=0.05))
+    weights = dict(trained.build_model().named_parameters())
+    for name, mask in trained.masks.items():
+        assert torch.all(weights[name][~mask] == 0) and torch.any(weights[name][mask] != 0)
+    assert trained.provenance["stages"][-1]["stage"] == "finetune" and len(history) == 2
+
+
+def test_channel_ticket_stays_small_with_new_head(source, digits):
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
+    trained, _ = finetune(ticket, digits, TrainConfig(epochs=1))
+    model = trained.build_model()
+    assert model.layer4[0].conv2.out_channels == 64 and model.fc.in_features == 64
+
+
+@pytest.mark.parametrize("mode, changed", [("linear", {"fc"}), ("last-k:1", {"fc", "layer4"})])
+def test_frozen_parts_do_not_move(source, digits, mode, changed):
+    before = source.build_model().state_dict()
+    trained, _ = finetune(source, digits, TrainConfig(epochs=1, lr=0.1, mode=mode))
+    after = trained.build_model().state_dict()
+    moved = {k.split(".")[0] for k in before if k.split(".")[0] != "fc" and not torch.equal(before[k], after[k])}
+    assert moved == changed - {"fc"}  # BatchNorm running statistics included
+
+
+def test_resume_state_must_match(source, digits, tmp_path):
+    fit(source, digits.train, TrainConfig(epochs=1), tmp_path / "s.resume")
+    with pytest.raises(EdgeticketError, match="different run"):
+        fit(source, digits.train, TrainConfig(epochs=1, lr=0.5), tmp_path / "s.resume")
+
+
+def cli(*args, env=None):
+    return [sys.executable, "-m", "edgeticket", *[str(a) for a in args]]
+
+
+def finetune_args(ticket, output):
+    return ["finetune", ticket, "--data", "digits", "--epochs", "12", "--adv", "noise:0.1", "--seed", "3",
+            "-o", output, "--quiet"]
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path):
+    source.save(tmp_path / "src.ticket")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cli(*finetune_args(tmp_path / "src.ticket", tmp_path / "full.ticket")), check=True, env=env)
+    output = tmp_path / "resumed.ticket"
+    process = subprocess.Popen(cli(*finetune_args(tmp_path / "src.ticket", output)), env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if state_file(output).exists() and torch.load(state_file(output), weights_only=True)["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_epoch = torch.load(state_file(output), weights_only=True)["epoch"]
+    assert not output.exists() and 3 <= saved_epoch < 12, "killed before the run could finish"
+    subprocess.run(cli(*finetune_args(tmp_path / "src.ticket", output)), check=True, env=env)
+    full, resumed = Ticket.load(tmp_path / "full.ticket"), Ticket.load(output)
+    assert all(torch.equal(full.state_dict[k], resumed.state_dict[k]) for k in full.state_dict)
+    assert not state_file(output).exists()
+
+
+DDP_TOLERANCE = 1e-5  # linear mode: frozen BN, so 2 x 32 images give the gradient of the same 64; only float order differs
+
+
+def test_two_gloo_processes_match_one(source, tmp_path):
+    source.save(tmp_path / "src.ticket")
+    args = ["finetune", tmp_path / "src.ticket", "--data", "digits", "--subset", "256", "--mode", "linear",
+            "--epochs", "3", "--lr", "0.1", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cli(*args, "-o", tmp_path / "one.ticket"), check=True, env=env)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "edgeticket", *[str(a) for a in args], "-o", tmp_path / "two.ticket"], check=True, env=env,
+                   capture_output=True)
+    one, two = Ticket.load(tmp_path / "one.ticket"), Ticket.load(tmp_path / "two.ticket")
+    untrained = replace_head(source, [str(i) for i in range(10)], seed=0)
+    assert not torch.allclose(one.state_dict["fc.weight"], untrained.state_dict["fc.weight"], atol=1e-3)
+    for key in one.state_dict:
+        assert torch.allclose(one.state_dict[key].float(), two.state_dict[key].float(), atol=DDP_TOLERANCE), key
