@@ -149,11 +149,13 @@ def bench(model: Path, threads: Annotated[int, typer.Option(min=1, help="Intra-o
           runs: Annotated[int, typer.Option(min=1, help="Timed runs.")] = 100,
           warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 10,
           json_output: Json = False, quiet: Quiet = False) -> None:
-    """Latency of an exported model in onnxruntime (CPU, batch 1)."""
+    """Latency of an exported model in onnxruntime (CPU, batch 1); also saved as MODEL.bench.json for `report`."""
     from .bench import BenchConfig, bench_onnx
+    from .bench.onnxruntime import record_bench
     result = bench_onnx(model, BenchConfig(threads=threads, runs=runs, warmup=warmup))
+    record = record_bench(result)
     if json_output:
-        return emit_json(result.as_dict())
+        return emit_json(record)
     from .tables import human_bytes, rows_table
     lat = result.latency
     rows_table(f"{model.name}: {result.runtime} {result.runtime_version} ({result.provider}, {threads} thread(s))",
@@ -239,6 +241,76 @@ def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], out
                                      ticket.input_size[-1], ticket.input_size[0]))
     trained, _ = train.finetune(ticket, splits, config, train.state_file(output), epoch_printer(json_output))
     trained_summary(f"{mode} finetune", output, trained, splits, json_output)
+
+
+def show_report(report, json_output: bool) -> None:
+    from .report import HEADER, PAPER_HEADER, paper_lines, table_lines
+    if json_output:
+        return emit_json({"rows": report.rows, "markdown": str(report.markdown), "plots": [str(p) for p in report.plots]})
+    from .tables import rows_table
+    rows_table(f"tickets on {', '.join(sorted({r['target'] for r in report.rows}))}", HEADER, table_lines(report.rows))
+    rows_table("the paper's Table I: ResNet-18, ImageNet -> CIFAR-10, OMP (sparsity = weights removed)",
+               PAPER_HEADER, paper_lines())
+    console.print(f"wrote {report.markdown}, {report.json}, " + ", ".join(str(p) for p in report.plots))
+
+
+@command("edgeticket eval runs/t50-digits.ticket --data digits --ood fashion-mnist --attack linf:8/255")
+def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .onnx")], data: Data = "digits",
+         data_root: DataRoot = None,
+         ood: Annotated[Optional[str], typer.Option(help="OOD set for ROC-AUC: a dataset, or gaussian-noise.")] = None,
+         attack: Annotated[str, typer.Option(help="none | linf:EPS | l2:EPS")] = "linf:8/255",
+         attack_steps: Annotated[int, typer.Option(min=1)] = 20,
+         adv_images: Annotated[int, typer.Option(min=1, help="Test images attacked.")] = 1000,
+         json_output: Json = False, quiet: Quiet = False) -> None:
+    """The paper's Table I row (Acc, ECE, NLL, Adv-Acc, OOD ROC-AUC) for a ticket or an ONNX model."""
+    from .evaluate import EvalConfig, evaluate
+    result = evaluate(model, EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps,
+                                        adv_images))
+    if json_output:
+        return emit_json(result.as_dict())
+    from .report import _fmt
+    from .tables import rows_table
+    m = result.metrics
+    rows_table(f"{model.name} on {result.data} ({result.test_images} test images, {result.runtime})",
+               ["Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC"],
+               [[_fmt(m.accuracy), _fmt(m.ece, 4), _fmt(m.nll, 4), _fmt(m.adv_accuracy), _fmt(m.ood_roc_auc)]])
+    console.print(f"[dim]{result.note}; OOD: {result.ood or 'none'}; saved {model}.eval.json[/]")
+
+
+@command("edgeticket gap --source fashion-mnist --target digits --model runs/src-robust.ticket")
+def gap(model: Annotated[Path, typer.Option("--model", help="Checkpoint whose features measure the gap.")],
+        source: Annotated[str, typer.Option(help="Source dataset.")] = "fashion-mnist",
+        target: Annotated[str, typer.Option(help="Target dataset.")] = "digits",
+        data_root: DataRoot = None, arch: Arch = None, json_output: Json = False, quiet: Quiet = False) -> None:
+    """Domain gap between source and target in the model's features, and what it suggests (paper, Table II)."""
+    from .gap import domain_gap
+    from .models.checkpoints import load_checkpoint
+    result = domain_gap(load_checkpoint(model, arch), source, target, str(data_root) if data_root else None)
+    if json_output:
+        return emit_json(result.as_dict())
+    console.print(f"Frechet distance {source} -> {target}: [bold]{result.distance:.3f}[/] "
+                  f"(source train -> test: {result.baseline:.3f}; ratio {result.ratio:.1f})\n{result.recommendation}\n"
+                  f"[dim]{result.note}[/]")
+
+
+@command("edgeticket report runs/")
+def report(runs_dir: Path, json_output: Json = False, quiet: Quiet = False) -> None:
+    """Robust vs natural tickets from a runs folder, next to the paper's Table I; writes report.md/.json and plots."""
+    from .report import write_report
+    show_report(write_report(runs_dir), json_output)
+
+
+@command("edgeticket demo --quick")
+def demo(quick: Annotated[bool, typer.Option(help="Small sizes: under 2 minutes.")] = False,
+         out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+         cache: Annotated[Optional[Path], typer.Option(help="Where pretrained sources are kept ($EDGETICKET_CACHE).")] = None,
+         json_output: Json = False, quiet: Quiet = False) -> None:
+    """Everything end to end, offline: Fashion-MNIST -> digits, natural vs robust OMP channel tickets."""
+    from .demo import DemoConfig, run_demo
+    config = DemoConfig(quick=quick, out=out)
+    if cache:
+        config.cache = cache
+    show_report(run_demo(config), json_output)
 
 
 @command("edgeticket datasets")

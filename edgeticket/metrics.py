@@ -66,8 +66,9 @@ def adversarial_accuracy(model: nn.Module, data: TensorImages, attack: AttackCon
     correct = 0
     for idx in torch.split(torch.arange(len(data)), batch_size):
         images, labels = data.batch(idx)
+        adversarial = pgd(model, images, labels, attack)
         with torch.no_grad():
-            correct += int((model(pgd(model, images, labels, attack)).argmax(1) == labels).sum())
+            correct += int((model(adversarial).argmax(1) == labels).sum())
     return correct / len(data)
 
 

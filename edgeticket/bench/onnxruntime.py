@@ -76,3 +76,16 @@ def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchRe
     first_ms, latency = timed_runs(lambda: session.run(None, {spec.name: images}), config)
     return BenchResult(str(path), "onnxruntime", ort.__version__, "cpu", config.threads, shape,
                        os.path.getsize(path), first_ms, latency)
+
+
+def record_bench(result: BenchResult) -> dict:
+    """The result plus the ticket it was exported from, saved as `<model>.bench.json` for `report`."""
+    import json
+
+    from ..export.onnx import read_metadata
+    from ..fileio import write_json
+    meta = read_metadata(result.model)
+    record = {**result.as_dict(), "ticket_sha256": meta.get("edgeticket.ticket_sha256", ""),
+              "provenance": json.loads(meta.get("edgeticket.provenance", "{}")), "load_average": os.getloadavg()}
+    write_json(record, f"{result.model}.bench.json")
+    return record

@@ -186,7 +186,16 @@ def imagefolder(roots: list[Path]) -> ImageSplits:
     raise missing("imagefolder", roots, ["train/<class>/ and test/<class>/"], "pass --data-root DIR")
 
 
+def gaussian_noise(roots: list[Path]) -> ImageSplits:
+    """Clipped Gaussian-noise images (mean 0.5, std 0.25): an OOD set that needs no files."""
+    generator = torch.Generator().manual_seed(0)
+    make = lambda n: (torch.randn(n, 1, 32, 32, generator=generator) * 64 + 128).clamp(0, 255).byte()
+    return ImageSplits("gaussian-noise", TensorImages(make(2000), torch.zeros(2000, dtype=torch.long)),
+                       TensorImages(make(2000), torch.zeros(2000, dtype=torch.long)), ["noise"])
+
+
 DATASETS.add("digits", DatasetSpec(digits))
+DATASETS.add("gaussian-noise", DatasetSpec(gaussian_noise))
 DATASETS.add("imagefolder", DatasetSpec(imagefolder))
 
 

@@ -1,0 +1,62 @@
+"""Domain gap in the model's own penultimate-layer features (the paper's Table II uses Inception FID)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import DataConfig, TensorImages, load_dataset
+from .metrics import frechet_distance
+from .models import get_arch
+from .tickets.ticket import Ticket
+
+LARGE_GAP = 2.0  # edgeticket's heuristic: a target this many times farther than the source's own test split
+
+
+@torch.no_grad()
+def penultimate_features(ticket: Ticket, data: TensorImages, limit: int = 2000, batch_size: int = 256) -> np.ndarray:
+    """Inputs of the classifier layer, captured with a forward hook."""
+    model = ticket.deployable()
+    captured: list[torch.Tensor] = []
+    classifier: nn.Module = model.model.get_submodule(get_arch(ticket.arch).classifier)
+    handle = classifier.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))
+    try:
+        for indices in torch.split(torch.arange(min(len(data), limit)), batch_size):
+            model(data.batch(indices)[0])
+    finally:
+        handle.remove()
+    return torch.cat(captured).double().numpy()
+
+
+@dataclass
+class GapResult:
+    source: str
+    target: str
+    distance: float            # Frechet distance, source test vs target test, in the model's features
+    baseline: float            # source train vs source test: the distance "no domain shift" gives
+    ratio: float
+    recommendation: str
+    note: str = "Frechet distance in the model's penultimate-layer features, not the Inception FID of Table II"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def domain_gap(ticket: Ticket, source: str, target: str, data_root: str | None = None, limit: int = 2000) -> GapResult:
+    channels, size = ticket.input_size[0], ticket.input_size[-1]
+    src = load_dataset(DataConfig(source, data_root, image_size=size, channels=channels))
+    tgt = load_dataset(DataConfig(target, data_root, image_size=size, channels=channels))
+    source_test = penultimate_features(ticket, src.test, limit)
+    distance = frechet_distance(source_test, penultimate_features(ticket, tgt.test, limit))
+    baseline = frechet_distance(penultimate_features(ticket, src.train, limit), source_test)
+    ratio = distance / max(baseline, 1e-12)
+    if ratio >= LARGE_GAP:
+        advice = (f"large gap ({ratio:.1f}x the source's own train/test distance): the paper's Table II finds robust "
+                  "tickets win at high sparsity here; draw from a robust source")
+    else:
+        advice = (f"small gap ({ratio:.1f}x the source's own train/test distance): Table II finds natural and robust "
+                  "tickets match or natural ones win; try both with `edgeticket sweep`/`report`")
+    return GapResult(source, target, distance, baseline, ratio, advice)
