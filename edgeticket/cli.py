@@ -304,10 +304,14 @@ def report(runs_dir: Path, json_output: Json = False, quiet: Quiet = False) -> N
 def demo(quick: Annotated[bool, typer.Option(help="Small sizes: under 2 minutes.")] = False,
          out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
          cache: Annotated[Optional[Path], typer.Option(help="Where pretrained sources are kept ($EDGETICKET_CACHE).")] = None,
+         method: Annotated[str, typer.Option(help="Ticket method (see `edgeticket draw --help`).")] = "omp",
+         pattern: Annotated[str, typer.Option(help="channel | unstructured | row | kernel")] = "channel",
          json_output: Json = False, quiet: Quiet = False) -> None:
-    """Everything end to end, offline: Fashion-MNIST -> digits, natural vs robust OMP channel tickets."""
+    """Everything end to end, offline: Fashion-MNIST -> digits, natural vs robust tickets, next to the paper."""
     from .demo import DemoConfig, run_demo
-    config = DemoConfig(quick=quick, out=out)
+    from .tickets import DrawConfig
+    DrawConfig(method, pattern).validate()
+    config = DemoConfig(quick=quick, out=out, method=method, pattern=pattern)
     if cache:
         config.cache = cache
     show_report(run_demo(config), json_output)

@@ -50,10 +50,10 @@ class DemoConfig:
     def preset(self) -> dict:
         """Sizes: --quick is what the tests run (under 2 minutes); the default is under 10 minutes on 2 cores."""
         if self.quick:
-            return {"source_images": 3000, "source_epochs": 1, "target_images": 300, "finetune_epochs": 8,
-                    "adv_images": 200, "attack_steps": 10, "bench_runs": 50}
-        return {"source_images": 20000, "source_epochs": 2, "target_images": 300, "finetune_epochs": 30,
-                "adv_images": 599, "attack_steps": 20, "bench_runs": 200}
+            return {"source_images": 3000, "source_epochs": 1, "target_images": 300, "finetune_epochs": 8, "finetune_lr": 0.05,
+                    "adv_images": 200, "attack_steps": 10, "bench_runs": 50, "bench_seconds": 0.2}
+        return {"source_images": 20000, "source_epochs": 2, "target_images": 300, "finetune_epochs": 30, "finetune_lr": 0.05,
+                "adv_images": 599, "attack_steps": 20, "bench_runs": 200, "bench_seconds": 2.0}
 
 
 def source_ticket(config: DemoConfig, kind: str) -> Path:
@@ -87,7 +87,7 @@ def run_cell(config: DemoConfig, kind: str, source_path: Path, sparsity: float) 
         target = load_dataset(DataConfig(config.target, subset=preset["target_images"], seed=config.seed,
                                          image_size=Ticket.load(drawn).input_size[-1], channels=1))
         trained, _ = finetune(Ticket.load(drawn), target,
-                              TrainConfig(epochs=preset["finetune_epochs"], seed=config.seed), state_file(tuned))
+                              TrainConfig(epochs=preset["finetune_epochs"], lr=preset["finetune_lr"], seed=config.seed), state_file(tuned))
         save_result(trained, tuned)
     evaluation = EvalConfig(config.target, ood=config.source, attack="linf:8/255",
                             attack_steps=preset["attack_steps"], adv_images=preset["adv_images"])
@@ -98,7 +98,8 @@ def run_cell(config: DemoConfig, kind: str, source_path: Path, sparsity: float) 
     if not Path(f"{onnx}.eval.json").exists():
         evaluate(onnx, evaluation)
     if not Path(f"{onnx}.bench.json").exists():
-        record_bench(bench_onnx(onnx, BenchConfig(threads=1, runs=preset["bench_runs"], warmup=10)))
+        record_bench(bench_onnx(onnx, BenchConfig(threads=1, runs=preset["bench_runs"], warmup=10,
+                                                      min_seconds=preset["bench_seconds"])))
 
 
 def run_demo(config: DemoConfig) -> Report:
