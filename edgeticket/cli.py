@@ -246,9 +246,12 @@ def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], out
 def show_report(report, json_output: bool) -> None:
     from .report import HEADER, PAPER_HEADER, paper_lines, table_lines
     if json_output:
-        return emit_json({"rows": report.rows, "markdown": str(report.markdown), "plots": [str(p) for p in report.plots]})
+        return emit_json({"rows": report.rows, "failed": report.failed, "markdown": str(report.markdown),
+                          "plots": [str(p) for p in report.plots]})
     from .tables import rows_table
     rows_table(f"tickets on {', '.join(sorted({r['target'] for r in report.rows}))}", HEADER, table_lines(report.rows))
+    if report.failed:
+        rows_table("failed cells", ["cell", "error"], [[f["cell"], f["error"]] for f in report.failed])
     rows_table("the paper's Table I: ResNet-18, ImageNet -> CIFAR-10, OMP (sparsity = weights removed)",
                PAPER_HEADER, paper_lines())
     console.print(f"wrote {report.markdown}, {report.json}, " + ", ".join(str(p) for p in report.plots))
@@ -304,17 +307,21 @@ def report(runs_dir: Path, json_output: Json = False, quiet: Quiet = False) -> N
 def demo(quick: Annotated[bool, typer.Option(help="Small sizes: under 2 minutes.")] = False,
          out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
          cache: Annotated[Optional[Path], typer.Option(help="Where pretrained sources are kept ($EDGETICKET_CACHE).")] = None,
-         method: Annotated[str, typer.Option(help="Ticket method (see `edgeticket draw --help`).")] = "omp",
+         method: Annotated[str, typer.Option(help="omp | imp | a-imp | lmp")] = "omp",
          pattern: Annotated[str, typer.Option(help="channel | unstructured | row | kernel")] = "channel",
+         noise: Annotated[bool, typer.Option(help="Add a random-smoothing (Gaussian noise) source.")] = False,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """Everything end to end, offline: Fashion-MNIST -> digits, natural vs robust tickets, next to the paper."""
-    from .demo import DemoConfig, run_demo
-    from .tickets import DrawConfig
-    DrawConfig(method, pattern).validate()
-    config = DemoConfig(quick=quick, out=out, method=method, pattern=pattern)
-    if cache:
-        config.cache = cache
-    show_report(run_demo(config), json_output)
+    from .demo import demo_config, run_demo
+    show_report(run_demo(demo_config(quick, out, cache, method, pattern, noise)), json_output)
+
+
+@command("edgeticket sweep examples/sweep.toml")
+def sweep(config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml")],
+          json_output: Json = False, quiet: Quiet = False) -> None:
+    """Run a grid of sources x methods x patterns x sparsities x targets x seeds; re-running resumes."""
+    from .sweep import SweepConfig, run_sweep
+    show_report(run_sweep(SweepConfig.from_toml(config_path)), json_output)
 
 
 @command("edgeticket datasets")

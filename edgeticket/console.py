@@ -40,11 +40,28 @@ def info(message: str) -> None:
         progress_console.print(message)
 
 
+_active: list[Progress] = []
+
+
 @contextmanager
-def progress_bar(*fields: str) -> Iterator[Progress]:
-    """A rich progress bar on stderr; hidden under --json/--quiet. `fields` are task fields shown after the bar."""
+def progress_bar() -> Iterator[Progress]:
+    """A rich progress bar on stderr; hidden under --json/--quiet. Every task carries a `status` text field.
+    Inside another bar (a sweep around training runs) it adds its tasks to that one and removes them on exit,
+    since rich shows one live display at a time."""
+    if _active:
+        outer = _active[-1]
+        before = set(outer.task_ids)
+        try:
+            yield outer
+        finally:
+            for task in set(outer.task_ids) - before:
+                outer.remove_task(task)
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
-    with Progress(*columns, console=progress_console, disable=mode.json or mode.quiet, transient=False) as bar:
-        yield bar
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    with Progress(*columns, console=progress_console, disable=mode.json or mode.quiet) as bar:
+        _active.append(bar)
+        try:
+            yield bar
+        finally:
+            _active.pop()

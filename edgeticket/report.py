@@ -136,11 +136,18 @@ class Report:
     markdown: Path
     json: Path
     plots: list[Path]
+    failed: list[dict]
+
+
+def failed_cells(runs_dir: Path) -> list[dict]:
+    """Sweep cells whose result.json says they failed, with their errors."""
+    return [r for r in _load(runs_dir.rglob("result.json")) if r.get("status") == "failed"]
 
 
 def write_report(runs_dir: str | Path) -> Report:
     runs_dir = Path(runs_dir)
     rows = collect(runs_dir)
+    failed = failed_cells(runs_dir)
     plots = plot(rows, runs_dir)
     targets = ", ".join(sorted({r["target"] for r in rows}))
     text = "\n\n".join([
@@ -148,7 +155,9 @@ def write_report(runs_dir: str | Path) -> Report:
         markdown_table(HEADER, table_lines(rows)),
         "## The paper's Table I (ResNet-18, ImageNet -> CIFAR-10, OMP; sparsity = fraction of weights removed)",
         markdown_table(PAPER_HEADER, paper_lines()),
+        *([f"## Failed cells\n\n" + markdown_table(["cell", "error"], [[f["cell"], f["error"]] for f in failed])]
+          if failed else []),
         *[f"![{p.stem}]({p.name})" for p in plots]]) + "\n"
     write_text(text, runs_dir / "report.md")
-    write_json({"rows": rows, "paper_table1_resnet18": paper_rows()}, runs_dir / "report.json")
-    return Report(rows, runs_dir / "report.md", runs_dir / "report.json", plots)
+    write_json({"rows": rows, "failed": failed, "paper_table1_resnet18": paper_rows()}, runs_dir / "report.json")
+    return Report(rows, runs_dir / "report.md", runs_dir / "report.json", plots, failed)

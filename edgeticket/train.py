@@ -175,10 +175,9 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
         start_epoch, history = state["epoch"], [EpochRecord(**r) for r in state["history"]]
     runner = DistributedDataParallel(network) if env.enabled else network
     batches_per_epoch = len(epoch_batches(len(data), config, env, 0))
-    with progress_bar("epoch", "loss", "acc", "img_s") as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=config.epochs * batches_per_epoch,
-                            completed=start_epoch * batches_per_epoch, epoch=f"{start_epoch}/{config.epochs}",
-                            loss="-", acc="-", img_s="-")
+                            completed=start_epoch * batches_per_epoch, status=f"epoch {start_epoch}/{config.epochs}")
         for epoch in range(start_epoch, config.epochs):
             set_train_mode(network.model, modules)
             totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
@@ -204,8 +203,8 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
                                  float(totals[2] / seconds), scheduler.get_last_lr()[0], seconds)
             scheduler.step()
             history.append(record)
-            bar.update(task, epoch=f"{epoch + 1}/{config.epochs}", loss=f"{record.loss:.3f}",
-                       acc=f"{record.accuracy:.1%}", img_s=f"{record.images_per_s:.0f}")
+            bar.update(task, status=f"epoch {epoch + 1}/{config.epochs} loss {record.loss:.3f} "
+                                    f"acc {record.accuracy:.1%} {record.images_per_s:.0f} img/s")
             if state_path and env.is_main:
                 save_torch({"fingerprint": print_key, "epoch": epoch + 1, "model": network.model.state_dict(),
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

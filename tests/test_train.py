@@ -60,7 +60,7 @@ def cli(*args, env=None):
 
 
 def finetune_args(ticket, output):
-    return ["finetune", ticket, "--data", "digits", "--epochs", "12", "--adv", "noise:0.1", "--seed", "3",
+    return ["finetune", ticket, "--data", "digits", "--subset", "600", "--epochs", "12", "--adv", "noise:0.1", "--seed", "3",
             "-o", output, "--quiet"]
 
 

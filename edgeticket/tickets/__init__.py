@@ -3,3 +3,4 @@
 from .draw import DrawConfig, DrawReport, draw_ticket, list_methods  # noqa: F401
 from .patterns import list_patterns  # noqa: F401
 from .ticket import Ticket  # noqa: F401
+from . import imp, lmp  # noqa: E402,F401  (register the training methods)

@@ -14,16 +14,27 @@ from ..models import get_arch
 from .ticket import Ticket
 
 
+def channel_pruner(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
+                   importance: tp.importance.Importance | None = None,
+                   schedule: list[float] | None = None) -> tp.pruner.BasePruner:
+    """A torch-pruning pruner; with `schedule` (cumulative ratios of the original channels), one step per entry."""
+    model.eval()  # tracing must not touch BatchNorm running statistics
+    for param in model.parameters():
+        param.requires_grad_(True)  # torch-pruning traces the graph through autograd
+    steps = schedule or [ratio]
+    return tp.pruner.BasePruner(
+        model, ticket.example_input(), importance=importance or tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio, global_pruning=scope == "global", iterative_steps=len(steps),
+        iterative_pruning_ratio_scheduler=lambda _ratio, _steps: [0.0] + list(steps),
+        ignored_layers=[model.get_submodule(get_arch(ticket.arch).classifier)])
+
+
 def prune_channels(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
                    importance: tp.importance.Importance | None = None) -> list:
     """Remove `ratio` of the channels in place; returns the ticket's pruning history extended by this step."""
     if ratio <= 0:
         return list(ticket.pruning_history)
-    model.eval()  # tracing must not touch BatchNorm running statistics
-    pruner = tp.pruner.BasePruner(
-        model, ticket.example_input(), importance=importance or tp.importance.MagnitudeImportance(p=1),
-        pruning_ratio=ratio, global_pruning=scope == "global",
-        ignored_layers=[model.get_submodule(get_arch(ticket.arch).classifier)])
+    pruner = channel_pruner(model, ticket, ratio, scope, importance)
     pruner.step()
     return list(ticket.pruning_history) + list(pruner.pruning_history())
 

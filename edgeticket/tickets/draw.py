@@ -18,13 +18,29 @@ from .ticket import Ticket
 
 
 @dataclass
+class DrawTraining:
+    """For methods that train while drawing (imp, a-imp, lmp): on what, how long, against which attack."""
+    on: str = "downstream"            # downstream (target data: DS tickets) | upstream (source data: US tickets)
+    data: str | None = None           # dataset name; upstream defaults to the source's pretraining data
+    data_root: str | None = None
+    subset: int | None = 1000         # training images (stratified, seeded)
+    rate: float = 0.2                 # imp/a-imp: fraction of the remaining weights/channels pruned per round
+    epochs: int = 1                   # imp/a-imp: epochs between rounds; lmp: epochs of mask learning
+    lr: float = 0.01
+    attack: str = "l2:1.0"            # a-imp's PGD threat model (paper eq. 1)
+    steps: int = 3
+    rewind: bool = False              # imp/a-imp: reset surviving weights to the pretrained values each round
+    seed: int = 0
+
+
+@dataclass
 class DrawConfig:
     method: str = "omp"               # omp | imp | a-imp | lmp
     pattern: str = "channel"          # unstructured | row | kernel | channel
     sparsity: float = 0.5             # masked: fraction of weights removed; channel: fraction of channels per layer
     scope: str = "layerwise"          # layerwise | global
     include_first_last: bool = False  # also prune the first conv and the classifier (masked patterns)
-    options: dict = field(default_factory=dict)  # method-specific settings (rounds, epochs, data ...)
+    training: DrawTraining = field(default_factory=DrawTraining)
 
     def validate(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -34,6 +50,10 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --scope '{self.scope}'", hint="choose layerwise or global")
         PATTERNS.get(self.pattern)
         METHODS.get(self.method)
+        if self.training.on not in ("downstream", "upstream"):
+            raise EdgeticketError(f"unknown --on '{self.training.on}'", hint="choose downstream or upstream")
+        if not 0 < self.training.rate < 1:
+            raise EdgeticketError(f"--rate {self.training.rate} is outside (0, 1)", hint="0.2 prunes 20% per round")
 
 
 @dataclass
@@ -42,15 +62,15 @@ class PruneState:
     model: nn.Module
     pruning_history: list
     masks: dict[str, torch.Tensor]
+    class_names: list[str] | None = None  # set when the method trained a new head (downstream data)
 
 
 def magnitude_step(model: nn.Module, ticket: Ticket, config: DrawConfig, sparsity: float,
                    masks: dict[str, torch.Tensor] | None = None) -> PruneState:
-    """One magnitude-pruning step to a cumulative `sparsity` (a fraction of the original weights/channels)."""
+    """One magnitude-pruning step: to `sparsity` of the weights (masked patterns; pruned weights stay pruned),
+    or removing `sparsity` of the current channels (channel)."""
     if PATTERNS.get(config.pattern).physical:
-        already = ticket.provenance.get("channel_ratio", 0.0)
-        ratio = 1.0 - (1.0 - sparsity) / (1.0 - already)  # torch-pruning's ratio is of the current channels
-        return PruneState(model, prune_channels(model, ticket, ratio, config.scope), {})
+        return PruneState(model, prune_channels(model, ticket, sparsity, config.scope), {})
     weights = {name: p.detach() for name, p in prunable_weights(model, ticket.arch, config.include_first_last).items()}
     new_masks = select_masks(weights, PATTERNS.get(config.pattern), sparsity, config.scope)
     if masks:  # a weight once pruned stays pruned
@@ -74,6 +94,17 @@ def one_shot_magnitude(ticket: Ticket, config: DrawConfig) -> PruneState:
 
 def list_methods() -> list[str]:
     return METHODS.names()
+
+
+def training_data(ticket: Ticket, training: DrawTraining):
+    """The images a drawing method trains on: the target (downstream) or the source task (upstream)."""
+    from ..data import DataConfig, load_dataset
+    name = training.data or (ticket.provenance.get("source_data") if training.on == "upstream" else None)
+    if not name:
+        raise EdgeticketError(f"this method trains while drawing: it needs the {training.on} dataset",
+                              hint="pass --data NAME (the target task for downstream, the source task for upstream)")
+    return load_dataset(DataConfig(name, training.data_root, training.subset, training.seed,
+                                   ticket.input_size[-1], ticket.input_size[0]))
 
 
 @dataclass
@@ -102,12 +133,14 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
         achieved = masked_sparsity(state.masks)
         removed = 1.0 - after.nonzero_params / before.nonzero_params
     report = DrawReport(config.sparsity, achieved, removed, before, after)
+    names = state.class_names or source.class_names
     ticket = source.with_model(state.model, pruning_history=state.pruning_history, masks=state.masks,
-                               provenance=dict(source.provenance))
+                               provenance=dict(source.provenance), class_names=list(names),
+                               arch_kwargs={**source.arch_kwargs, "num_classes": len(names)})
     ticket.provenance.update(method=config.method, pattern=config.pattern, scope=config.scope,
                              sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed,
-                             channel_ratio=config.sparsity if physical else 0.0,
                              params_before=before.params, params_after=after.params,
                              macs_before=before.macs, macs_after=after.macs)
-    ticket.add_stage("draw", **{k: v for k, v in asdict(config).items() if k != "options"}, **config.options)
+    record = {k: v for k, v in asdict(config).items() if k != "training"}
+    ticket.add_stage("draw", **record, **({"training": asdict(config.training)} if config.method != "omp" else {}))
     return ticket, report

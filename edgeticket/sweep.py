@@ -1,0 +1,210 @@
+"""The paper's grid: sources x methods x patterns x sparsities x targets x seeds.
+
+Each cell runs in a folder named from its config (draw -> finetune -> eval (torch and ONNX) -> export ->
+bench) and writes `result.json` last, so a cell with a result is skipped and a killed sweep resumes where
+it stopped. A cell that fails records its error and the sweep goes on. Sources are pretrained once per kind
+(natural / robust / noise) and cached, or read from checkpoint files named in the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .attacks import AttackConfig
+from .bench import BenchConfig, bench_onnx
+from .bench.onnxruntime import record_bench
+from .console import info, progress_bar
+from .data import DataConfig, load_dataset
+from .errors import EdgeticketError
+from .evaluate import EvalConfig, evaluate
+from .export import export_onnx
+from .fileio import sha256_file, write_json, write_text
+from .report import Report, write_report
+from .tickets import DrawConfig, Ticket, draw_ticket
+from .tickets.draw import DrawTraining
+from .train import TrainConfig, finetune, pretrain, save_result, state_file
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("EDGETICKET_CACHE", Path.home() / ".cache" / "edgeticket"))
+
+
+@dataclass
+class SweepConfig:
+    out: Path = Path("runs/sweep")
+    cache: Path = field(default_factory=default_cache)
+    arch: str = "small_resnet"
+    # sources: kind -> threat model used to pretrain it, or a checkpoint file in `source_files`
+    source_data: str = "fashion-mnist"
+    sources: dict[str, str] = field(default_factory=lambda: {"natural": "none", "robust": "l2:1.0"})
+    source_files: dict[str, str] = field(default_factory=dict)
+    source_images: int = 20000
+    source_epochs: int = 2
+    pgd_steps: int = 3
+    # the grid
+    methods: list[str] = field(default_factory=lambda: ["omp"])
+    patterns: list[str] = field(default_factory=lambda: ["channel"])
+    sparsities: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])
+    targets: list[str] = field(default_factory=lambda: ["digits"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # drawing methods that train (imp, a-imp, lmp)
+    on: str = "downstream"
+    draw_epochs: int = 1
+    draw_rate: float = 0.2
+    draw_lr: float = 0.01
+    # finetuning and evaluation on the target
+    target_images: int = 300
+    finetune_mode: str = "whole"
+    finetune_epochs: int = 30
+    finetune_lr: float = 0.05
+    attack: str = "linf:8/255"
+    attack_steps: int = 20
+    adv_images: int = 599
+    bench_runs: int = 200
+    bench_seconds: float = 2.0
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "SweepConfig":
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise EdgeticketError(f"no such sweep config: {path}", hint="see examples/sweep.toml") from None
+        except tomllib.TOMLDecodeError as error:
+            raise EdgeticketError(f"{path} is not valid TOML: {error}", hint="check the line it names") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise EdgeticketError(f"unknown key(s) in {path}: {', '.join(unknown)}", hint=f"valid keys: {', '.join(sorted(names))}")
+        for key in ("out", "cache"):
+            if key in raw:
+                raw[key] = Path(raw[key])
+        return cls(**raw)
+
+    def validate(self) -> None:
+        for method, pattern, sparsity in itertools.product(self.methods, self.patterns, self.sparsities):
+            DrawConfig(method, pattern, sparsity, training=DrawTraining(on=self.on, rate=self.draw_rate)).validate()
+        for threat in self.sources.values():
+            AttackConfig.parse(threat, self.pgd_steps)
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: str
+    method: str
+    pattern: str
+    sparsity: float
+    target: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}/{self.method}-{self.pattern}-{self.sparsity:g}-{self.target}-s{self.seed}"
+
+
+def cells(config: SweepConfig) -> list[Cell]:
+    return [Cell(*values) for values in itertools.product(list(config.sources) + [k for k in config.source_files
+                                                                                  if k not in config.sources],
+                                                          config.methods, config.patterns, config.sparsities,
+                                                          config.targets, config.seeds)]
+
+
+def source_ticket(config: SweepConfig, kind: str) -> Path:
+    """A source checkpoint: the file the config names, or one pretrained here (cached by its recipe)."""
+    if kind in config.source_files:
+        return Path(config.source_files[kind])
+    attack = AttackConfig.parse(config.sources[kind], config.pgd_steps)
+    train = TrainConfig(epochs=config.source_epochs, lr=0.05, batch_size=128, attack=attack)
+    key = hashlib.sha256(json.dumps([config.arch, config.source_data, config.source_images, asdict(train)],
+                                    default=str).encode()).hexdigest()[:12]
+    path = config.cache / f"{config.source_data}-{config.arch}-{kind}-{key}.ticket"
+    if path.exists():
+        info(f"[dim]reusing {kind} source {path}[/]")
+        return path
+    splits = load_dataset(DataConfig(config.source_data, subset=config.source_images))
+    ticket, _ = pretrain(config.arch, splits, train, state_path=state_file(path))
+    save_result(ticket, path)
+    return path
+
+
+def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
+    """draw -> finetune -> eval (torch, ONNX) -> export -> bench; every finished artifact is reused."""
+    folder = config.out / cell.name
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn, tuned, onnx = folder / "drawn.ticket", folder / "tuned.ticket", folder / "model.onnx"
+    if not drawn.exists():
+        source = Ticket.load(source_path)
+        source.provenance["source_sha256"] = sha256_file(source_path)
+        source.provenance["source_kind"] = cell.source  # the config names the kind, whatever the file said
+        training = DrawTraining(on=config.on, data=cell.target if config.on == "downstream" else None,
+                                subset=config.target_images if config.on == "downstream" else config.target_images * 4,
+                                rate=config.draw_rate, epochs=config.draw_epochs, lr=config.draw_lr,
+                                attack=config.sources.get("robust", "l2:1.0"), steps=config.pgd_steps, seed=cell.seed)
+        draw_ticket(source, DrawConfig(cell.method, cell.pattern, cell.sparsity, training=training))[0].save(drawn)
+    if cell.method == "lmp" and config.on == "downstream":
+        tuned = drawn  # LMP learns the mask (and head) on the target with the weights frozen: nothing to finetune
+    elif not tuned.exists():
+        ticket = Ticket.load(drawn)
+        target = load_dataset(DataConfig(cell.target, subset=config.target_images, seed=cell.seed,
+                                         image_size=ticket.input_size[-1], channels=ticket.input_size[0]))
+        recipe = TrainConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, mode=config.finetune_mode,
+                             seed=cell.seed)
+        save_result(finetune(ticket, target, recipe, state_file(tuned))[0], tuned)
+    evaluation = EvalConfig(cell.target, ood=config.source_data, attack=config.attack,
+                            attack_steps=config.attack_steps, adv_images=config.adv_images)
+    if not Path(f"{tuned}.eval.json").exists():
+        evaluate(tuned, evaluation)
+    if not onnx.exists():
+        export_onnx(Ticket.load(tuned), onnx, sha256_file(tuned))
+    if not Path(f"{onnx}.eval.json").exists():
+        evaluate(onnx, evaluation)
+    if not Path(f"{onnx}.bench.json").exists():
+        record_bench(bench_onnx(onnx, BenchConfig(threads=1, runs=config.bench_runs, warmup=10,
+                                                  min_seconds=config.bench_seconds)))
+    return json.loads(Path(f"{tuned}.eval.json").read_text())["metrics"]
+
+
+def run_sweep(config: SweepConfig) -> Report:
+    config.validate()
+    config.out.mkdir(parents=True, exist_ok=True)
+    write_json(asdict(config), config.out / "config.json")
+    grid = cells(config)
+    pending = [c for c in grid if not _finished(config, c)]
+    sources: dict[str, Path] = {}
+    done = failed = 0
+    with progress_bar() as bar:
+        task = bar.add_task("sweep", total=len(grid), completed=len(grid) - len(pending),
+                            status=f"{len(grid) - len(pending)} done before, {len(pending)} left")
+        for cell in pending:
+            bar.update(task, status=f"running {cell.name} ({done} done, {failed} failed, "
+                                    f"{len(pending) - done - failed} left)")
+            began = time.perf_counter()
+            try:
+                if cell.source not in sources:
+                    sources[cell.source] = source_ticket(config, cell.source)
+                metrics = run_cell(config, cell, sources[cell.source])
+                result = {"status": "ok", "metrics": metrics}
+                done += 1
+            except EdgeticketError as error:
+                result, failed = {"status": "failed", "error": f"{error.message} ({error.hint})"}, failed + 1
+            except Exception as error:  # one broken cell must not stop the grid
+                result, failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}, failed + 1
+            write_json({**asdict(cell), "cell": cell.name, "seconds": time.perf_counter() - began, **result},
+                       config.out / cell.name / "result.json")
+            bar.update(task, advance=1)
+    results = [json.loads((config.out / c.name / "result.json").read_text()) for c in grid
+               if (config.out / c.name / "result.json").exists()]
+    write_text("".join(json.dumps(r) + "\n" for r in results), config.out / "results.jsonl")
+    return write_report(config.out)
+
+
+def _finished(config: SweepConfig, cell: Cell) -> bool:
+    path = config.out / cell.name / "result.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "ok"
