@@ -124,44 +124,79 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
                   "MACs": report.after.macs})
 
 
-@command("edgeticket export runs/t50.ticket -o runs/t50.onnx")
+@command("edgeticket export runs/t50-digits.ticket -o runs/t50.onnx --int8 --data digits")
 def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
-           output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write.")],
-           format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+           output: Annotated[Path, typer.Option("-o", "--output", help="File (.onnx, .pte) or folder (.ncnn) to write.")],
+           format: Annotated[str, typer.Option("--format", help="onnx | executorch | ncnn")] = "onnx",
+           int8: Annotated[bool, typer.Option("--int8", help="Static QDQ int8 (onnx): calibrated on --data.")] = False,
+           data: Annotated[Optional[str], typer.Option("--data", help="Calibration/check data for --int8.")] = None,
+           data_root: Annotated[Optional[Path], typer.Option("--data-root")] = None,
            json_output: Json = False, quiet: Quiet = False) -> None:
     """Export a ticket for an edge runtime; the output is checked against torch or not written."""
-    from .export import export_onnx
+    from dataclasses import asdict
+
+    from .data import DataConfig, load_dataset
+    from .export import export as export_ticket
     from .fileio import sha256_file
     from .models.checkpoints import load_checkpoint
-    if format != "onnx":
-        raise EdgeticketError(f"unknown --format '{format}'", hint="choose onnx")
     ticket = load_checkpoint(ticket_path)
-    report = export_onnx(ticket, output, sha256_file(ticket_path))
+    name = data or (ticket.provenance.get("target") if int8 else None)
+    splits = load_dataset(DataConfig(name, str(data_root) if data_root else None, image_size=ticket.input_size[-1],
+                                     channels=ticket.input_size[0])) if int8 and name else None
+    report = export_ticket(ticket, output, format, int8, sha256_file(ticket_path), splits)
     if json_output:
-        return emit_json(vars(report))
+        return emit_json(asdict(report))
     from .tables import human_bytes
-    console.print(f"exported {report.format} -> {output} ({human_bytes(report.size_bytes)}), "
-                  f"parity max |diff| {report.max_abs_diff:.1e} <= {report.tolerance:.0e}")
+    console.print(f"exported {report.format} {report.precision} -> {output} ({human_bytes(report.size_bytes)}); "
+                  f"check: {report.check} = {report.value:.4g} (limit {report.threshold:.4g})")
 
 
-@command("edgeticket bench runs/t50.onnx --threads 1 --runs 200")
-def bench(model: Path, threads: Annotated[int, typer.Option(min=1, help="Intra-op threads.")] = 1,
-          runs: Annotated[int, typer.Option(min=1, help="Timed runs.")] = 100,
+@command("edgeticket bench runs/t50.onnx --device ort-cpu-1t --data digits")
+def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ticket with --all-devices.")],
+          device: Annotated[Optional[str], typer.Option(help="Profile name or TOML (see `edgeticket devices`).")] = None,
+          data: Annotated[Optional[str], typer.Option(help="Target test set for accuracy in the runtime.")] = None,
+          all_devices: Annotated[bool, typer.Option("--all-devices", help="Export and bench TICKET on every profile.")] = False,
+          out: Annotated[Optional[Path], typer.Option(help="Folder for --all-devices exports (default: beside TICKET).")] = None,
+          threads: Annotated[Optional[int], typer.Option(min=1, help="Override the profile's threads.")] = None,
+          runs: Annotated[int, typer.Option(min=1, help="Timed runs, at least.")] = 100,
           warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 10,
+          seconds: Annotated[float, typer.Option(min=0, help="Time for at least this long.")] = 1.0,
+          images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           json_output: Json = False, quiet: Quiet = False) -> None:
-    """Latency of an exported model in onnxruntime (CPU, batch 1); also saved as MODEL.bench.json for `report`."""
-    from .bench import BenchConfig, bench_onnx
-    from .bench.onnxruntime import record_bench
-    result = bench_onnx(model, BenchConfig(threads=threads, runs=runs, warmup=warmup))
+    """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
+    from .bench import BenchConfig
+    from .tables import bench_rows, device_rows
+    config = BenchConfig(runs, warmup, seconds, threads, images)
+    if all_devices:
+        from .bench.all_devices import bench_all_devices
+        rows = bench_all_devices(model, data, out or model.parent, config)
+        if json_output:
+            return emit_json([{**vars(r), "result": r.result.as_dict() if r.result else None} for r in rows])
+        return device_rows(f"{model.name} on every device profile", rows)
+    from .bench.run import bench_artifact, default_device, record_bench, target_images
+    from .export import artifact_metadata
+    images = target_images(data, artifact_metadata(model)) if data else None
+    result = bench_artifact(model, device or default_device(model), config, images)
     record = record_bench(result)
     if json_output:
         return emit_json(record)
-    from .tables import human_bytes, rows_table
-    lat = result.latency
-    rows_table(f"{model.name}: {result.runtime} {result.runtime_version} ({result.provider}, {threads} thread(s))",
-               ["format", "size", "first (ms)", "p50", "p90", "p99", "mean", "std", "runs"],
-               [["onnx", human_bytes(result.file_size_bytes), f"{result.first_inference_ms:.2f}", f"{lat.p50_ms:.2f}",
-                 f"{lat.p90_ms:.2f}", f"{lat.p99_ms:.2f}", f"{lat.mean_ms:.2f}", f"{lat.std_ms:.2f}", lat.runs]])
+    bench_rows(f"{model.name} on {result.device}", [result])
+
+
+@command("edgeticket devices")
+def devices(json_output: Json = False, quiet: Quiet = False) -> None:
+    """Device profiles, and whether each can run on this machine (and why not)."""
+    from .bench.devices import list_devices, timing_note, unavailable_reason
+    rows = [(p, unavailable_reason(p)) for p in list_devices()]
+    rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
+    if json_output:
+        return emit_json([{**vars(p), "available": reason is None, "reason": reason or note or ""}
+                          for p, reason, note in rows])
+    from .tables import rows_table
+    rows_table("device profiles", ["device", "runtime", "provider", "threads", "precision", "here", "stands for"],
+               [[p.name, p.runtime, p.provider, p.threads, p.precision,
+                 "[green]yes[/]" + (f" ({note})" if note else "") if reason is None else f"[red]no[/]: {reason}",
+                 p.stands_for] for p, reason, note in rows])
 
 
 Data = Annotated[str, typer.Option("--data", help="Dataset (see `edgeticket datasets`).")]

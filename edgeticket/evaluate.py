@@ -89,8 +89,7 @@ def onnx_logits(session, data: TensorImages, batch_size: int) -> torch.Tensor:
 
 
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
-    from .bench.onnxruntime import open_session
-    from .export.onnx import read_metadata
+    from .export.onnx import open_session, read_metadata
     session = open_session(path, threads=2)
     channels, size = (int(d) for d in session.get_inputs()[0].shape[1:3])
     splits = load_splits(config, channels, size)

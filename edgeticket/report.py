@@ -14,6 +14,9 @@ COLUMNS = ["source", "method", "pattern", "sparsity", "acc", "ece", "nll", "adv_
            "latency_ms", "size_bytes", "onnx_acc"]
 
 
+LATENCY_DEVICE = "ort-cpu-1t"  # the report's latency column; other devices are in `bench --all-devices`
+
+
 def reference() -> dict:
     """The seed papers' numbers, shipped inside the package."""
     return json.loads(resources.files("edgeticket").joinpath("reference.json").read_text())
@@ -29,7 +32,8 @@ def collect(runs_dir: str | Path) -> list[dict]:
     if not runs_dir.is_dir():
         raise EdgeticketError(f"no such folder: {runs_dir}", hint="pass the folder that holds your runs")
     evals = _load(runs_dir.rglob("*.eval.json"))
-    benches = {b["ticket_sha256"]: b for b in _load(runs_dir.rglob("*.bench.json")) if b.get("ticket_sha256")}
+    benches = {b["ticket_sha256"]: b for b in _load(runs_dir.rglob(f"*.{LATENCY_DEVICE}.bench.json"))
+               if b.get("ticket_sha256")}
     onnx_evals = {e["ticket_sha256"]: e for e in evals if e["runtime"] == "onnxruntime"}
     rows = []
     for result in (e for e in evals if e["runtime"] == "torch"):
@@ -155,7 +159,7 @@ def write_report(runs_dir: str | Path) -> Report:
         markdown_table(HEADER, table_lines(rows)),
         "## The paper's Table I (ResNet-18, ImageNet -> CIFAR-10, OMP; sparsity = fraction of weights removed)",
         markdown_table(PAPER_HEADER, paper_lines()),
-        *([f"## Failed cells\n\n" + markdown_table(["cell", "error"], [[f["cell"], f["error"]] for f in failed])]
+        *(["## Failed cells\n\n" + markdown_table(["cell", "error"], [[f["cell"], f["error"]] for f in failed])]
           if failed else []),
         *[f"![{p.stem}]({p.name})" for p in plots]]) + "\n"
     write_text(text, runs_dir / "report.md")

@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .attacks import AttackConfig
-from .bench import BenchConfig, bench_onnx
-from .bench.onnxruntime import record_bench
+from .bench import BenchConfig, bench_onnx, record_bench
 from .console import info, progress_bar
 from .data import DataConfig, load_dataset
 from .errors import EdgeticketError
@@ -165,9 +164,8 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
         export_onnx(Ticket.load(tuned), onnx, sha256_file(tuned))
     if not Path(f"{onnx}.eval.json").exists():
         evaluate(onnx, evaluation)
-    if not Path(f"{onnx}.bench.json").exists():
-        record_bench(bench_onnx(onnx, BenchConfig(threads=1, runs=config.bench_runs, warmup=10,
-                                                  min_seconds=config.bench_seconds)))
+    if not Path(f"{onnx}.ort-cpu-1t.bench.json").exists():
+        record_bench(bench_onnx(onnx, BenchConfig(runs=config.bench_runs, warmup=10, min_seconds=config.bench_seconds)))
     return json.loads(Path(f"{tuned}.eval.json").read_text())["metrics"]
 
 

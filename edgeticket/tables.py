@@ -43,3 +43,26 @@ def before_after(title: str, before: dict[str, float], after: dict[str, float]) 
     rows = [[name, human_count(before[name]), human_count(after[name]),
              f"{(1 - after[name] / before[name]) * 100:.1f}%" if before[name] else "-"] for name in before]
     rows_table(title, ["", "before", "after", "removed"], rows)
+
+
+BENCH_HEADER = ["device", "status", "size", "Acc %", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
+                "peak MB", "note"]
+
+
+def _bench_cells(result) -> list[str]:
+    lat = result.latency
+    return [human_bytes(result.file_size_bytes), "-" if result.accuracy is None else f"{result.accuracy:.2f}",
+            f"{result.first_inference_ms:.2f}", f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}",
+            f"{lat.mean_ms:.3f}", f"{lat.min_ms:.3f}", f"{result.peak_memory_mb:.0f}"]
+
+
+def bench_rows(title: str, results: list) -> None:
+    rows_table(title, BENCH_HEADER, [[r.device, "ok", *_bench_cells(r), r.note] for r in results])
+
+
+def device_rows(title: str, rows: list) -> None:
+    """The `yolo benchmark` style table: one row per device profile, with a status."""
+    colour = {"ok": "green", "not available here": "yellow"}
+    rows_table(title, BENCH_HEADER,
+               [[r.device, f"[{colour.get(r.status, 'red')}]{r.status}[/]",
+                 *(_bench_cells(r.result) if r.result else ["-"] * 9), r.reason] for r in rows])

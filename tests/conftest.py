@@ -18,3 +18,18 @@ def small_checkpoint(tmp_path):
     path = tmp_path / "small.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_ticket():
+    """A 50% channel small ResNet finetuned briefly on digits (about 90% test accuracy): a real target model."""
+    from edgeticket.data import DataConfig, load_dataset
+    from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
+    from edgeticket.train import TrainConfig, finetune
+    torch.manual_seed(0)
+    model = get_model("small_resnet", num_classes=10, in_channels=1)
+    source = Ticket("small_resnet", {"num_classes": 10, "in_channels": 1}, model.state_dict(), (1, 28, 28), (0.3,),
+                    (0.3,), [str(i) for i in range(10)], provenance={"source_kind": "robust"})
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
+    digits = load_dataset(DataConfig("digits", subset=300, image_size=28, channels=1))
+    return finetune(ticket, digits, TrainConfig(epochs=4, lr=0.05))[0]

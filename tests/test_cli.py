@@ -17,7 +17,7 @@ def test_draw_export_bench_inspect(runner, small_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["achieved_sparsity"] == pytest.approx(0.5, abs=0.02)
     assert run(runner, "export", ticket, "-o", onnx).exit_code == 0
-    bench = run(runner, "bench", onnx, "--runs", "5", "--json")
+    bench = run(runner, "bench", onnx, "--runs", "5", "--seconds", "0", "--json")
     assert bench.exit_code == 0 and json.loads(bench.stdout)["latency"]["runs"] == 5
     inspect = run(runner, "inspect", ticket, "--json")
     assert json.loads(inspect.stdout)["provenance"]["pattern"] == "channel"

@@ -3,31 +3,20 @@ import json
 import pytest
 
 from edgeticket.cli import app
-from edgeticket.data import DataConfig, load_dataset
 from edgeticket.evaluate import EvalConfig, evaluate
 from edgeticket.export import export_onnx
 from edgeticket.fileio import sha256_file
 from edgeticket.gap import domain_gap
 from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.report import collect, pareto_front, write_report
-from edgeticket.tickets import DrawConfig, draw_ticket
-from edgeticket.train import TrainConfig, finetune
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    """A channel ticket finetuned briefly on digits, with its ONNX export, in a runs folder."""
-    import torch
-    from edgeticket.models import get_model
+def tuned(tmp_path_factory, digits_ticket):
+    """The digits ticket and its ONNX export, in a runs folder."""
     folder = tmp_path_factory.mktemp("runs")
-    torch.manual_seed(0)
-    torch.save(get_model("small_resnet", num_classes=10, in_channels=1).state_dict(), folder / "src.pt")
-    source = load_checkpoint(folder / "src.pt", "small_resnet", source_kind="robust")
-    ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
-    digits = load_dataset(DataConfig("digits", subset=300, image_size=28, channels=1))
-    trained, _ = finetune(ticket, digits, TrainConfig(epochs=4, lr=0.05))
-    trained.save(folder / "t.ticket")
-    export_onnx(trained, folder / "t.onnx", sha256_file(folder / "t.ticket"))
+    digits_ticket.save(folder / "t.ticket")
+    export_onnx(digits_ticket, folder / "t.onnx", sha256_file(folder / "t.ticket"))
     return folder
 
 

@@ -1,8 +1,10 @@
-"""Latency statistics shared by every runtime runner."""
+"""Latency statistics and the timing loop shared by every runtime runner."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -27,3 +29,19 @@ class LatencyStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def timed_runs(run: Callable[[], object], runs: int, warmup: int, min_seconds: float = 0.0) -> tuple[float, LatencyStats]:
+    """First call timed alone, then warm-up, then at least `runs` calls and at least `min_seconds`."""
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        run()
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < runs or time.perf_counter() - began < min_seconds:
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return first * 1e3, LatencyStats.from_seconds(samples)

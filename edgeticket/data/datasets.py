@@ -199,14 +199,16 @@ DATASETS.add("gaussian-noise", DatasetSpec(gaussian_noise))
 DATASETS.add("imagefolder", DatasetSpec(imagefolder))
 
 
-def _resize(images: TensorImages, size: int | None, channels: int | None) -> TensorImages:
-    x = images.images
-    if channels and x.shape[1] != channels:
-        x = x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] == 1 else x.float().mean(1, keepdim=True).round().byte()
-    if size and x.shape[-1] != size:
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        x = x.round().clamp_(0, 255).byte()
-    return TensorImages(x, images.labels)
+def _resize(images: TensorImages, size: int | None, channels: int | None, chunk: int = 512) -> TensorImages:
+    """Match the model's channels and size; in chunks, so a float copy of the whole set never exists."""
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        if channels and x.shape[1] != channels:
+            x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x.float().mean(1, keepdim=True).round().byte()
+        if size and x.shape[-1] != size:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = x.round().clamp_(0, 255).byte()
+        return x.contiguous()
+    return TensorImages(torch.cat([convert(x) for x in torch.split(images.images, chunk)]), images.labels)
 
 
 def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -221,8 +223,9 @@ def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tens
 def load_dataset(config: DataConfig) -> ImageSplits:
     spec = DATASETS.get(config.name)
     splits = spec.read(search_roots(config.root, *spec.subfolders, system=spec.system))
-    train, test = (_resize(s, config.image_size, config.channels) for s in (splits.train, splits.test))
+    train = splits.train
     if config.subset:
         keep = stratified_subset(train.labels, config.subset, config.seed)
         train = TensorImages(train.images[keep], train.labels[keep])
+    train, test = (_resize(s, config.image_size, config.channels) for s in (train, splits.test))
     return ImageSplits(splits.name, train, test, splits.class_names)

@@ -1,3 +1,52 @@
 """Exporters to edge formats; each checks its output against torch and leaves no file if the check fails."""
 
-from .onnx import ExportReport, export_onnx, read_metadata  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import EdgeticketError
+from .checks import ExportCheckFailed, ExportReport  # noqa: F401
+from .onnx import export_onnx, read_metadata  # noqa: F401
+
+FORMATS = ("onnx", "executorch", "ncnn")
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "ncnn": ".ncnn"}
+
+
+def export(ticket, path: str | Path, fmt: str = "onnx", int8: bool = False, ticket_sha256: str | None = None,
+           splits=None) -> ExportReport:
+    """One entry point for every format; `splits` (calibration and held-out images) only for --int8."""
+    if fmt not in FORMATS:
+        raise EdgeticketError(f"unknown --format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
+    if int8:
+        if fmt != "onnx":
+            raise EdgeticketError(f"--int8 is for --format onnx, not {fmt}", hint="drop --int8 or use --format onnx")
+        if splits is None:
+            raise EdgeticketError("--int8 calibrates on training images and checks on test images",
+                                  hint="pass --data NAME (the target the ticket was finetuned on)")
+        from .quantize import export_onnx_int8
+        return export_onnx_int8(ticket, path, splits, ticket_sha256)
+    if fmt == "executorch":
+        from .executorch import export_executorch
+        return export_executorch(ticket, path, ticket_sha256)
+    if fmt == "ncnn":
+        from .ncnn import export_ncnn
+        return export_ncnn(ticket, path, ticket_sha256)
+    return export_onnx(ticket, path, ticket_sha256)
+
+
+def artifact_metadata(path: str | Path) -> dict[str, str]:
+    """edgeticket's metadata of any exported artifact (.onnx, .pte + .pte.json, .ncnn/ folder)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return read_metadata(path)
+    sidecar = path / "metadata.json" if path.is_dir() else Path(f"{path}.json")
+    if not sidecar.exists():
+        raise EdgeticketError(f"{path} has no edgeticket metadata ({sidecar.name})",
+                              hint="export it with `edgeticket export`")
+    return json.loads(sidecar.read_text())
+
+
+def artifact_size(path: str | Path) -> int:
+    path = Path(path)
+    return sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size

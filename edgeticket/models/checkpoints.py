@@ -11,7 +11,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from ..errors import EdgeticketError
 from ..fileio import sha256_file
 from ..registry import Registry
 from .archs import ARCHS, get_arch, get_model
+
+if TYPE_CHECKING:
+    from ..tickets.ticket import Ticket
 
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 

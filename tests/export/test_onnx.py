@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgeticket.errors import EdgeticketError
-from edgeticket.export import export_onnx, onnx as onnx_export, read_metadata
+from edgeticket.export import checks, export_onnx, onnx as onnx_export, read_metadata
 from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.tickets import DrawConfig, draw_ticket
 
@@ -19,7 +19,7 @@ def ticket(small_checkpoint):
 
 def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
     report = export_onnx(ticket, tmp_path / "m.onnx")
-    assert report.max_abs_diff <= 1e-4
+    assert report.value <= 1e-4 and report.precision == "fp32"
     pixels = torch.rand(5, *ticket.input_size)  # batch 5: the batch axis is dynamic
     with torch.no_grad():
         expected = ticket.build_model()((pixels - 0.3) / 0.2).numpy()
@@ -33,7 +33,7 @@ def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
 
 def test_failed_parity_leaves_no_file(ticket, tmp_path, monkeypatch):
     (tmp_path / "old.onnx").write_bytes(b"keep me")
-    monkeypatch.setattr(onnx_export, "ONNX_FP32_TOLERANCE", -1.0)
+    monkeypatch.setitem(checks.FP32_TOLERANCE, "onnx", -1.0)
     with pytest.raises(EdgeticketError, match="parity"):
         export_onnx(ticket, tmp_path / "old.onnx")
     with pytest.raises(EdgeticketError):

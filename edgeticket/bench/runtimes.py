@@ -1,0 +1,50 @@
+"""One runner per runtime: load an artifact for a device profile, then map images [1,C,H,W] -> logits.
+Imported only inside the bench worker subprocess, so each runtime lives in its own process."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .devices import ORT_PROVIDERS, DeviceProfile
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def onnxruntime_runner(path: Path, profile: DeviceProfile) -> Runner:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = profile.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    provider = ORT_PROVIDERS[profile.provider]
+    provider_options = [{"trt_fp16_enable": True}] if profile.provider == "tensorrt" and profile.precision == "fp16" else None
+    session = ort.InferenceSession(str(path), options, providers=[provider], provider_options=provider_options)
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+def executorch_runner(path: Path, profile: DeviceProfile) -> Runner:
+    from ..export.executorch import load_method, run_method
+    method = load_method(path, profile.threads)
+    return lambda images: run_method(method, images)
+
+
+def ncnn_runner(path: Path, profile: DeviceProfile) -> Runner:
+    from ..export.ncnn import NcnnModel
+    return NcnnModel(path, profile.threads, vulkan=profile.provider == "vulkan")
+
+
+RUNNERS = {"onnxruntime": onnxruntime_runner, "executorch": executorch_runner, "ncnn": ncnn_runner}
+PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "ncnn": "ncnn"}
+
+
+def open_runner(path: str | Path, profile: DeviceProfile) -> Runner:
+    return RUNNERS[profile.runtime](Path(path), profile)
+
+
+def runtime_version(runtime: str) -> str:
+    return importlib.metadata.version(PACKAGES[runtime])
