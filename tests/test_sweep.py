@@ -16,7 +16,7 @@ sources = {{ natural = "none", robust = "l2:1.0" }}
 source_images = 400
 source_epochs = 1
 methods = ["omp", "a-imp"]
-sparsities = [0.5, 0.8]
+sparsities = [0.8]
 target_images = 100
 finetune_epochs = 2
 attack_steps = 2
@@ -49,11 +49,11 @@ def test_killed_sweep_resumes_and_reports_every_cell(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished = {p: p.stat().st_mtime for p in (tmp_path / "out").rglob("result.json")}
-    assert 1 <= len(finished) < 8, "killed before the sweep could finish"
+    assert 1 <= len(finished) < 4, "killed before the sweep could finish"
     result = subprocess.run(command + ["--json"], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout)
-    assert len(report["rows"]) == 8 and report["failed"] == []
+    assert len(report["rows"]) == 4 and report["failed"] == []
     assert {(r["source"], r["method"], r["sparsity"]) for r in report["rows"]} == \
-        {(s, m, p) for s in ("natural", "robust") for m in ("omp", "a-imp") for p in (0.5, 0.8)}
+        {(s, m, 0.8) for s in ("natural", "robust") for m in ("omp", "a-imp")}
     assert all(p.stat().st_mtime == mtime for p, mtime in finished.items())  # finished cells were skipped
-    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 8
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4

@@ -1,7 +1,8 @@
 """Every export checks itself against torch before its file is kept.
 
-fp32 formats: max |runtime - torch| over seeded random images in [0, 1], within a per-format tolerance
-(absolute, on logits). int8: top-1 agreement with the fp32 model on held-out test images."""
+fp32 formats: max |runtime - torch| over seeded random images in [0, 1] must stay within
+atol + rtol * max |torch logits| (per format, like numpy.allclose). int8: top-1 agreement with the fp32
+model on held-out test images."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from .. import __version__
 from ..errors import EdgeticketError
 from ..tickets.ticket import Ticket
 
-# per-format fp32 tolerance (max abs difference of logits); why each is what it is:
+# per-format fp32 tolerance (atol, rtol) on logits; why each is what it is:
 FP32_TOLERANCE = {
-    "onnx": 1e-4,        # the same fp32 kernels up to summation order
-    "executorch": 1e-3,  # XNNPACK picks its own conv algorithms (e.g. Winograd-free, different blocking)
-    "ncnn": 1e-2,        # ncnn may store weights as fp16/bf16 where the CPU supports it, and fuses ops
-}
+    "onnx": (1e-4, 0.0),        # the same fp32 kernels up to summation order (measured: <= 4e-6)
+    "executorch": (1e-3, 0.0),  # XNNPACK's own conv kernels and blocking (measured: <= 4e-6)
+    "ncnn": (1e-3, 2e-3),       # pnnx's graph rewrites and ncnn's kernels: measured 1.2e-2 at logits of +-9
+}                               # (1.3e-3 relative) on resnet18 224x224, with fp16 storage and Winograd off too
 INT8_MIN_AGREEMENT = 0.99
 
 
@@ -44,18 +45,24 @@ def parity_inputs(ticket: Ticket, count: int = 4, seed: int = 1) -> torch.Tensor
     return torch.rand(count, *ticket.input_size, generator=torch.Generator().manual_seed(seed))
 
 
-def check_fp32(fmt: str, run: Callable[[np.ndarray], np.ndarray], ticket: Ticket) -> float:
-    """Max |runtime - torch| on seeded images, one at a time (edge runtimes run batch 1); raises past tolerance."""
+def allowed_difference(tolerance: tuple[float, float], reference: np.ndarray) -> float:
+    atol, rtol = tolerance
+    return atol + rtol * float(np.abs(reference).max())
+
+
+def check_fp32(fmt: str, run: Callable[[np.ndarray], np.ndarray], ticket: Ticket) -> tuple[float, float]:
+    """(max |runtime - torch|, allowed) on seeded images, one at a time (edge runtimes run batch 1);
+    raises past the format's tolerance."""
     module = ticket.deployable()
     images = parity_inputs(ticket)
     with torch.no_grad():
         expected = module(images).numpy()
     got = np.concatenate([run(images[i:i + 1].numpy()) for i in range(len(images))])
-    diff = float(np.abs(got - expected).max())
-    if not diff <= FP32_TOLERANCE[fmt]:
-        raise ExportCheckFailed(f"{fmt} parity check failed: max |runtime - torch| = {diff:.2e} > {FP32_TOLERANCE[fmt]:.0e}",
+    diff, limit = float(np.abs(got - expected).max()), allowed_difference(FP32_TOLERANCE[fmt], expected)
+    if not diff <= limit:
+        raise ExportCheckFailed(f"{fmt} parity check failed: max |runtime - torch| = {diff:.2e} > {limit:.1e}",
                                 hint="no file was written; try another format or report this model")
-    return diff
+    return diff, limit
 
 
 def metadata(ticket: Ticket, ticket_sha256: str | None, precision: str = "fp32") -> dict[str, str]:

@@ -14,7 +14,7 @@ import torch
 from ..errors import EdgeticketError
 from ..fileio import atomic_path, write_json
 from ..tickets.ticket import Ticket
-from .checks import FP32_TOLERANCE, ExportReport, check_fp32, metadata
+from .checks import ExportReport, check_fp32, metadata
 
 
 def runtime_available() -> str | None:
@@ -51,8 +51,7 @@ def export_executorch(ticket: Ticket, path: str | Path, ticket_sha256: str | Non
     with atomic_path(path) as tmp:
         tmp.write_bytes(program.buffer)
         method = load_method(tmp)
-        diff = check_fp32("executorch", lambda images: run_method(method, images), ticket)
+        diff, limit = check_fp32("executorch", lambda images: run_method(method, images), ticket)
         write_json(metadata(ticket, ticket_sha256), f"{path}.json")
         size = tmp.stat().st_size
-    return ExportReport(str(path), "executorch", "fp32", size, "max |executorch - torch|", diff,
-                        FP32_TOLERANCE["executorch"])
+    return ExportReport(str(path), "executorch", "fp32", size, "max |executorch - torch|", diff, limit)

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, write_json
 from ..tickets.ticket import Ticket
-from .checks import FP32_TOLERANCE, ExportReport, check_fp32, metadata
+from .checks import ExportReport, check_fp32, metadata
 
 PARAM, BIN, META = "model.ncnn.param", "model.ncnn.bin", "metadata.json"
 
@@ -80,7 +80,7 @@ def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
             pnnx.export(ticket.deployable(), traced, (ticket.example_input(),))
         for name in (PARAM, BIN):
             shutil.copy(os.path.join(work, name), staging / name)
-        diff = check_fp32("ncnn", NcnnModel(staging), ticket)
+        diff, limit = check_fp32("ncnn", NcnnModel(staging), ticket)
         write_json(metadata(ticket, ticket_sha256), staging / META)
         size = sum(f.stat().st_size for f in staging.iterdir())
-    return ExportReport(str(path), "ncnn", "fp32", size, "max |ncnn - torch|", diff, FP32_TOLERANCE["ncnn"])
+    return ExportReport(str(path), "ncnn", "fp32", size, "max |ncnn - torch|", diff, limit)

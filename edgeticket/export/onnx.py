@@ -14,7 +14,7 @@ import torch
 from ..errors import EdgeticketError
 from ..fileio import atomic_path
 from ..tickets.ticket import Ticket
-from .checks import FP32_TOLERANCE, ExportReport, check_fp32, metadata, parity_inputs
+from .checks import ExportReport, check_fp32, metadata, parity_inputs
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -66,6 +66,6 @@ def export_onnx(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
     """Export and compare onnxruntime to torch; no file unless all pass."""
     with atomic_path(path) as tmp:
         write_onnx(ticket, tmp, ticket_sha256, opset)
-        diff = check_fp32("onnx", lambda images: run_onnx(tmp, images), ticket)
+        diff, limit = check_fp32("onnx", lambda images: run_onnx(tmp, images), ticket)
         size = tmp.stat().st_size
-    return ExportReport(str(path), "onnx", "fp32", size, "max |onnxruntime - torch|", diff, FP32_TOLERANCE["onnx"])
+    return ExportReport(str(path), "onnx", "fp32", size, "max |onnxruntime - torch|", diff, limit)

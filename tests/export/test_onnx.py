@@ -33,7 +33,7 @@ def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
 
 def test_failed_parity_leaves_no_file(ticket, tmp_path, monkeypatch):
     (tmp_path / "old.onnx").write_bytes(b"keep me")
-    monkeypatch.setitem(checks.FP32_TOLERANCE, "onnx", -1.0)
+    monkeypatch.setitem(checks.FP32_TOLERANCE, "onnx", (-1.0, 0.0))
     with pytest.raises(EdgeticketError, match="parity"):
         export_onnx(ticket, tmp_path / "old.onnx")
     with pytest.raises(EdgeticketError):
