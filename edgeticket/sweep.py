@@ -142,9 +142,11 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
         source = Ticket.load(source_path)
         source.provenance["source_sha256"] = sha256_file(source_path)
         source.provenance["source_kind"] = cell.source  # the config names the kind, whatever the file said
+        downstream_lmp = cell.method == "lmp" and config.on == "downstream"  # its mask learning is the finetune
         training = DrawTraining(on=config.on, data=cell.target if config.on == "downstream" else None,
                                 subset=config.target_images if config.on == "downstream" else config.target_images * 4,
-                                rate=config.draw_rate, epochs=config.draw_epochs, lr=config.draw_lr,
+                                rate=config.draw_rate, lr=config.draw_lr,
+                                epochs=config.finetune_epochs if downstream_lmp else config.draw_epochs,
                                 attack=config.sources.get("robust", "l2:1.0"), steps=config.pgd_steps, seed=cell.seed)
         draw_ticket(source, DrawConfig(cell.method, cell.pattern, cell.sparsity, training=training))[0].save(drawn)
     if cell.method == "lmp" and config.on == "downstream":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -104,10 +103,10 @@ def read_file(path: str | Path, trust_pickle: bool = False) -> object:
                 hint="re-save it as a state_dict, or pass --trust-pickle if you trust where it came from") from None
         raise EdgeticketError(f"{path.name} is not a PyTorch checkpoint (its data is not valid pickle)",
                               hint="the file is corrupt or of another format; copy it again") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # garbage makes the unpickler fail in many ways (IndexError, KeyError, ...)
         reason = "truncated zip archive" if "zip" in str(error) else type(error).__name__
         raise EdgeticketError(f"{path.name} is not a readable PyTorch checkpoint ({reason})",
-                              hint="the file is truncated or corrupt; copy it again") from None
+                              hint="the file is truncated, corrupt or of another format; copy it again") from None
 
 
 def detect_format(obj: object) -> str:

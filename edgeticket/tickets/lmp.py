@@ -1,13 +1,16 @@
 """LMP (paper II-B ③, eq. 2): learn a mask over frozen pretrained weights.
 
-Every prunable weight gets a learnable score, initialised from |w|. The forward pass uses the top-k mask
+Every prunable weight gets a learnable score, initialised from |w| (divided by the layer's mean |w|, so
+the optimizer's step is relative to the scores). The forward pass uses the top-k mask
 of the scores (k set by the sparsity, chosen per pattern group exactly as OMP chooses), the backward pass
 is straight-through (d mask / d score = 1). The pretrained weights never change; on downstream data a new
 head is trained alongside the scores (a new task has no pretrained head).
 
 For `channel`, the scores gate the output channels of every BatchNorm layer (initialised from the L1 norm
 of the filter feeding it); at the end torch-pruning removes the lowest-scoring channels physically,
-summing the learned scores over each group of coupled channels.
+summing the learned scores over each group of coupled channels. Coupled channels (residual additions)
+make the removed set differ from the gates that were learned, so on downstream data the new head is then
+re-fitted on the frozen, pruned features.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
     if PATTERNS.get(config.pattern).physical:
         norms = filter_norms(model)
         layers = {f"gate{i}": bn for i, bn in enumerate(norms)}
-        scores = {key: nn.Parameter(norms[bn].clone()) for key, bn in layers.items()}
+        scores = {key: nn.Parameter(norms[bn] / norms[bn].mean()) for key, bn in layers.items()}
         gates = ChannelGates(list(layers.values()))
 
         def forward(images, masks):
@@ -122,7 +125,7 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
             return model((images - mean) / std)
     else:
         weights = prunable_weights(model, start.arch, config.include_first_last)
-        scores = {name: nn.Parameter(w.detach().abs().clone()) for name, w in weights.items()}
+        scores = {name: nn.Parameter(w.detach().abs() / w.detach().abs().mean()) for name, w in weights.items()}
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
         def forward(images, masks):
@@ -134,6 +137,12 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
         gates.remove()
         learned = {bn: F.relu(scores[key].detach()) for key, bn in layers.items()}
         history = prune_channels(model, start, config.sparsity, config.scope, LearnedChannelImportance(learned))
+        if new_head:  # coupled channels make the removed set differ from the gates: re-fit the head on what is left
+            from ..train import TrainConfig, fit
+            pruned = start.with_model(model, pruning_history=history)
+            refit, _ = fit(pruned, splits.train, TrainConfig(epochs=training.epochs, lr=0.1, mode="linear",
+                                                             seed=training.seed), description="lmp head")
+            model = refit.build_model()
         return PruneState(model, history, {}, start.class_names)
     with torch.no_grad():
         for name, param in model.named_parameters():

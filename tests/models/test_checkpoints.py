@@ -102,3 +102,13 @@ def test_every_arch_takes_classes_and_channels(name):
                                             ("mine.pt", ("unknown", None))])
 def test_source_kind_from_madry_names(name, expected):
     assert source_kind_from_name(name) == expected
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_garbage_is_a_clear_error(tmp_path, seed):
+    """Random bytes break the unpickler in many ways (UnpicklingError, IndexError, ...): always one clear error."""
+    import random
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(random.Random(seed).randbytes(random.Random(seed).randint(1, 5000)))
+    with pytest.raises(EdgeticketError, match="not a"):
+        load_checkpoint(path, "small_resnet")
