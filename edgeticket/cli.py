@@ -347,8 +347,9 @@ def demo(quick: Annotated[bool, typer.Option(help="Small sizes: under 2 minutes.
          noise: Annotated[bool, typer.Option(help="Add a random-smoothing (Gaussian noise) source.")] = False,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """Everything end to end, offline: Fashion-MNIST -> digits, natural vs robust tickets, next to the paper."""
-    from .demo import demo_config, run_demo
-    show_report(run_demo(demo_config(quick, out, cache, method, pattern, noise)), json_output)
+    from .demo import demo_config
+    from .sweep import run_sweep
+    show_report(run_sweep(demo_config(quick, out, cache, method, pattern, noise)), json_output)
 
 
 @command("edgeticket sweep examples/sweep.toml")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import Report
-from .sweep import SweepConfig, run_sweep
+from .sweep import SweepConfig
 
 QUICK = {"source_images": 3000, "source_epochs": 1, "target_images": 300, "finetune_epochs": 8, "adv_images": 200,
          "attack_steps": 10, "bench_runs": 50, "bench_seconds": 0.2, "draw_epochs": 1}
@@ -25,7 +24,3 @@ def demo_config(quick: bool = False, out: Path = Path("runs/demo"), cache: Path 
     if cache:
         config.cache = cache
     return config
-
-
-def run_demo(config: SweepConfig) -> Report:
-    return run_sweep(config)

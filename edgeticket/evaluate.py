@@ -8,7 +8,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .attacks import AttackConfig
@@ -82,20 +81,14 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
                       ticket.provenance, measure(ticket.build_model(), ticket).as_dict())
 
 
-def onnx_logits(session, data: TensorImages, batch_size: int) -> torch.Tensor:
-    name = session.get_inputs()[0].name
-    return torch.from_numpy(np.concatenate([session.run(None, {name: data.batch(idx)[0].numpy()})[0]
-                                            for idx in torch.split(torch.arange(len(data)), batch_size)]))
-
-
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
-    from .export.onnx import open_session, read_metadata
+    from .export.onnx import open_session, predict_onnx, read_metadata
     session = open_session(path, threads=2)
     channels, size = (int(d) for d in session.get_inputs()[0].shape[1:3])
     splits = load_splits(config, channels, size)
-    logits = onnx_logits(session, splits.test, config.batch_size)
-    ood_logits = onnx_logits(session, load_splits(config, channels, size, config.ood).test, config.batch_size) \
-        if config.ood else None
+    logits = torch.from_numpy(predict_onnx(session, splits.test, config.batch_size))
+    ood_logits = torch.from_numpy(predict_onnx(session, load_splits(config, channels, size, config.ood).test,
+                                               config.batch_size)) if config.ood else None
     meta = read_metadata(path)
     return EvalResult(str(path), "onnxruntime", splits.name, len(splits.test), config.ood, "none",
                       table_row(logits, splits.test.labels, None, ood_logits),

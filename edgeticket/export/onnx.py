@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from ..data import TensorImages
 from ..errors import EdgeticketError
 from ..fileio import atomic_path
 from ..tickets.ticket import Ticket
@@ -38,9 +39,14 @@ def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
                               hint="export it again with `edgeticket export`") from None
 
 
-def run_onnx(path: str | Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    session = open_session(path, threads)
+def run_onnx(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+
+
+def predict_onnx(session: ort.InferenceSession, data: TensorImages, batch_size: int = 256) -> np.ndarray:
+    """Logits for a whole image set, in batches, through one session."""
+    return np.concatenate([run_onnx(session, data.batch(idx)[0].numpy())
+                           for idx in torch.split(torch.arange(len(data)), batch_size)])
 
 
 def add_metadata(path: Path, entries: dict[str, str]) -> None:
@@ -66,6 +72,7 @@ def export_onnx(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
     """Export and compare onnxruntime to torch; no file unless all pass."""
     with atomic_path(path) as tmp:
         write_onnx(ticket, tmp, ticket_sha256, opset)
-        diff, limit = check_fp32("onnx", lambda images: run_onnx(tmp, images), ticket)
+        session = open_session(tmp)
+        diff, limit = check_fp32("onnx", lambda images: run_onnx(session, images), ticket)
         size = tmp.stat().st_size
     return ExportReport(str(path), "onnx", "fp32", size, "max |onnxruntime - torch|", diff, limit)

@@ -21,7 +21,7 @@ from ..data import ImageSplits, TensorImages, stratified_subset
 from ..fileio import atomic_path
 from ..tickets.ticket import Ticket
 from .checks import INT8_MIN_AGREEMENT, ExportCheckFailed, ExportReport, metadata
-from .onnx import INPUT_NAME, add_metadata, run_onnx, write_onnx
+from .onnx import INPUT_NAME, add_metadata, open_session, predict_onnx, write_onnx
 
 
 class Calibration(CalibrationDataReader):
@@ -45,11 +45,6 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
 
-def predict_batches(path: Path, images: TensorImages, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([run_onnx(path, images.batch(idx)[0].numpy(), threads=2)
-                           for idx in torch.split(torch.arange(len(images)), batch_size)])
-
-
 def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, ticket_sha256: str | None = None,
                      calibration_images: int = 256, seed: int = 0,
                      min_agreement: float = INT8_MIN_AGREEMENT) -> ExportReport:
@@ -59,12 +54,12 @@ def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, tick
         fp32, prepared = Path(work) / "fp32.onnx", Path(work) / "prepared.onnx"
         write_onnx(ticket, fp32, ticket_sha256)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        reference = predict_batches(fp32, splits.test)
+        reference = predict_onnx(open_session(fp32, threads=2), splits.test)
         for kept in ([], kept_in_fp32(prepared)):
             quantize_static(str(prepared), str(tmp), Calibration(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=kept)
-            agreement = top1_agreement(predict_batches(tmp, splits.test), reference)
+            agreement = top1_agreement(predict_onnx(open_session(tmp, threads=2), splits.test), reference)
             if agreement >= min_agreement:
                 break
         else:

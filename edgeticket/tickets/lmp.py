@@ -77,7 +77,7 @@ class ChannelGates:
             hook.remove()
 
 
-def learn_scores(model: nn.Module, scores: dict, forward, splits, params: list, config: DrawConfig) -> dict:
+def learn_scores(scores: dict, forward, splits, params: list, config: DrawConfig) -> dict:
     """Straight-through training of the scores; returns the final hard keep-masks."""
     from ..train import Distributed, TrainConfig, epoch_batches
     training = config.training
@@ -132,7 +132,7 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
             masked = {**state, **{name: state[name] * mask for name, mask in masks.items()}}
             return functional_call(model, masked, ((images - mean) / std,))
     params = list(scores.values()) + (list(head.parameters()) if new_head else [])
-    final = learn_scores(model, scores, forward, splits, params, config)
+    final = learn_scores(scores, forward, splits, params, config)
     if PATTERNS.get(config.pattern).physical:
         gates.remove()
         learned = {bn: F.relu(scores[key].detach()) for key, bn in layers.items()}

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.export import ExportCheckFailed, artifact_metadata, checks, export
@@ -39,9 +38,9 @@ def test_failed_check_leaves_nothing(digits_ticket, tmp_path, monkeypatch, fmt, 
 def test_int8_agrees_with_fp32_and_keeps_accuracy(digits_ticket, digits, tmp_path):
     report = export(digits_ticket, tmp_path / "q.onnx", "onnx", int8=True, splits=digits)
     assert report.precision == "int8" and report.value >= 0.99
-    from edgeticket.export.onnx import run_onnx
-    int8_accuracy = float((run_onnx(tmp_path / "q.onnx", digits.test.batch(torch.arange(len(digits.test)))[0].numpy())
-                           .argmax(1) == digits.test.labels.numpy()).mean())
+    from edgeticket.export.onnx import open_session, predict_onnx
+    int8_accuracy = float((predict_onnx(open_session(tmp_path / "q.onnx"), digits.test).argmax(1)
+                           == digits.test.labels.numpy()).mean())
     fp32_accuracy = accuracy(predict(digits_ticket.deployable(), digits.test), digits.test.labels)
     assert abs(int8_accuracy - fp32_accuracy) <= 0.01
     assert (tmp_path / "q.onnx").stat().st_size < 0.5 * export(digits_ticket, tmp_path / "f.onnx").size_bytes

@@ -23,7 +23,7 @@ def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
     pixels = torch.rand(5, *ticket.input_size)  # batch 5: the batch axis is dynamic
     with torch.no_grad():
         expected = ticket.build_model()((pixels - 0.3) / 0.2).numpy()
-    got = onnx_export.run_onnx(tmp_path / "m.onnx", pixels.numpy())
+    got = onnx_export.run_onnx(onnx_export.open_session(tmp_path / "m.onnx"), pixels.numpy())
     assert np.abs(got - expected).max() <= 1e-4
     meta = read_metadata(tmp_path / "m.onnx")
     assert json.loads(meta["edgeticket.mean"]) == [0.3]
