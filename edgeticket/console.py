@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -13,8 +16,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-# piped or logged output gets wide tables instead of rich's 80-column default
-console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
+# piped or logged output gets wide tables (bench has 12 columns) instead of rich's 80-column default
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 progress_console = Console(stderr=True, highlight=False)
 
 
@@ -68,3 +71,32 @@ def progress_bar() -> Iterator[Progress]:
             yield bar
         finally:
             _active.pop()
+
+
+@contextmanager
+def native_output_captured() -> Iterator[None]:
+    """Route file descriptors 1 and 2, Python warnings and log records to a temp file for the duration.
+
+    Converters and runtimes with native code (pnnx, ExecuTorch's cpuinfo) print their chatter straight to
+    the file descriptors, which Python's redirect_stdout cannot catch; on stdout it would corrupt `--json`.
+    EDGETICKET_DEBUG=1 lets it through."""
+    if os.environ.get("EDGETICKET_DEBUG"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            logging.disable(logging.NOTSET)

@@ -33,7 +33,8 @@ def key_values(title: str, rows: dict[str, object]) -> None:
 def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column, justify="left" if column in (columns[0], "status", "layer", "kind") else "right")
+        text = column in (columns[0], "status", "layer", "kind", "note", "stands for")
+        table.add_column(column, justify="left" if text else "right")
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
     console.print(table)

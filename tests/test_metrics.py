@@ -38,3 +38,12 @@ def test_frechet_of_a_gaussian_to_itself_and_a_shift():
     shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
     assert frechet_distance(samples, samples) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(samples, samples + shift) == pytest.approx(float((shift ** 2).sum()), rel=1e-6)
+
+
+def test_frechet_distance_of_dead_units_is_finite_and_quiet(recwarn):
+    rng = np.random.default_rng(0)
+    a, b = rng.random((50, 8)), rng.random((60, 8)) + 0.5
+    a[:, 0] = b[:, 0] = 0.0  # a dead ReLU unit: singular covariances
+    distance = frechet_distance(a, b)
+    assert np.isfinite(distance) and distance > 7 * 0.25 * 0.9  # the mean shift of the 7 live units alone
+    assert not [w for w in recwarn if "singular" in str(w.message).lower()]

@@ -51,6 +51,7 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
         reference = (inputs.numpy(), ticket.deployable()(inputs).numpy())
     stem = Path(out_dir) / Path(ticket_path).stem
     artifacts: dict[tuple[str, bool], Path | Exception] = {}
+    export_notes: dict[tuple[str, bool], str] = {}  # what an int8 export's own check found
     rows = []
     for profile in list_devices():
         reason = unavailable_reason(profile)
@@ -61,8 +62,10 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
         if key not in artifacts:
             path = Path(f"{stem}{'.int8' if profile.int8 else ''}{SUFFIXES[profile.format]}")
             try:
-                export(ticket, path, profile.format, profile.int8, sha, splits if profile.int8 else None)
+                report = export(ticket, path, profile.format, profile.int8, sha, splits if profile.int8 else None)
                 artifacts[key] = path
+                if profile.int8:
+                    export_notes[key] = f"{report.check}: {report.value:.2%}"
             except EdgeticketError as error:
                 artifacts[key] = error
         artifact = artifacts[key]
@@ -81,5 +84,6 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
             rows.append(DeviceRow(profile.name, profile.stands_for, "accuracy check failed",
                                   f"max |{profile.runtime} - torch| = {result.max_abs_diff:.2e} > {limit:.0e}", result))
             continue
-        rows.append(DeviceRow(profile.name, profile.stands_for, "ok", result.note, result))
+        note = "; ".join(filter(None, [export_notes.get(key), result.note]))
+        rows.append(DeviceRow(profile.name, profile.stands_for, "ok", note, result))
     return rows

@@ -4,13 +4,12 @@ A .pte holds no free-form metadata, so edgeticket's goes beside it as `<file>.pt
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_path, write_json
 from ..tickets.ticket import Ticket
@@ -20,8 +19,9 @@ from .checks import ExportReport, check_fp32, metadata
 def runtime_available() -> str | None:
     """None when ExecuTorch's Python runtime imports here, else why not."""
     try:
-        import executorch.runtime  # noqa: F401
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+        with native_output_captured():  # importing it logs torch deprecation warnings
+            import executorch.runtime  # noqa: F401
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
     except Exception as error:  # an ImportError, or a binary built for another torch
         return f"executorch does not import ({type(error).__name__}); pip install 'edgeticket[edge]'"
     return None
@@ -42,15 +42,16 @@ def export_executorch(ticket: Ticket, path: str | Path, ticket_sha256: str | Non
     reason = runtime_available()
     if reason:
         raise EdgeticketError(f"cannot export to ExecuTorch: {reason}", hint="use --format onnx or ncnn")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
     module = ticket.deployable()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with native_output_captured():
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
         program = to_edge_transform_and_lower(torch.export.export(module, (ticket.example_input(),)),
                                               partitioner=[XnnpackPartitioner()]).to_executorch()
     with atomic_path(path) as tmp:
         tmp.write_bytes(program.buffer)
-        method = load_method(tmp)
+        with native_output_captured():
+            method = load_method(tmp)
         diff, limit = check_fp32("executorch", lambda images: run_method(method, images), ticket)
         write_json(metadata(ticket, ticket_sha256), f"{path}.json")
         size = tmp.stat().st_size

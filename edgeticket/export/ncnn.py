@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, write_json
 from ..tickets.ticket import Ticket
@@ -76,7 +75,7 @@ def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
     import pnnx
     with atomic_dir(path) as staging, tempfile.TemporaryDirectory() as work:
         traced = os.path.join(work, "model.pt")
-        with contextlib.redirect_stdout(io.StringIO()):
+        with native_output_captured():
             pnnx.export(ticket.deployable(), traced, (ticket.example_input(),))
         for name in (PARAM, BIN):
             shutil.copy(os.path.join(work, name), staging / name)

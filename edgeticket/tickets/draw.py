@@ -50,6 +50,9 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --scope '{self.scope}'", hint="choose layerwise or global")
         PATTERNS.get(self.pattern)
         METHODS.get(self.method)
+        if self.method == "lmp" and PATTERNS.get(self.pattern).physical and self.scope == "global":
+            raise EdgeticketError("channel LMP learns a mask per channel group, so it prunes layerwise only",
+                                  hint="drop --scope global, or use --method omp for a global channel ranking")
         if self.training.on not in ("downstream", "upstream"):
             raise EdgeticketError(f"unknown --on '{self.training.on}'", hint="choose downstream or upstream")
         if not 0 < self.training.rate < 1:

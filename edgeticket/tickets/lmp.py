@@ -6,14 +6,20 @@ of the scores (k set by the sparsity, chosen per pattern group exactly as OMP ch
 is straight-through (d mask / d score = 1). The pretrained weights never change; on downstream data a new
 head is trained alongside the scores (a new task has no pretrained head).
 
-For `channel`, the scores gate the output channels of every BatchNorm layer (initialised from the L1 norm
-of the filter feeding it); at the end torch-pruning removes the lowest-scoring channels physically,
-summing the learned scores over each group of coupled channels. Coupled channels (residual additions)
-make the removed set differ from the gates that were learned, so on downstream data the new head is then
-re-fitted on the frozen, pruned features.
+For `channel`, the scores belong to torch-pruning's channel groups (channels coupled by a residual addition
+or a depthwise conv share one score, initialised from OMP's group L1 norm) and gate the outputs of every
+BatchNorm in the group. A gated-off channel is then exactly a removed one, so at the end torch-pruning
+removes the channels the gates switched off and the pruned model computes what was learned.
+
+BatchNorm's affine weights stay frozen, but its statistics follow the mask: batch statistics while
+learning, re-estimated over the training images at the end. Statistics of the dense network do not describe
+a masked one; measured on the quick demo's natural source (digits, 300 images, 30 epochs), frozen statistics
+gave 36% (channel, 0.5) and 85% (unstructured, 0.5) test accuracy, following ones 68% and 95%.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..models import get_arch
-from .channel import prune_channels
+from .channel import channel_pruner, prune_channels
 from .draw import METHODS, DrawConfig, PruneState, training_data
 from .masks import prunable_weights
 from .patterns import PATTERNS, select_masks
@@ -34,59 +40,83 @@ def straight_through(scores: dict[str, torch.Tensor], hard: dict[str, torch.Tens
     return {name: hard[name].float() + scores[name] - scores[name].detach() for name in scores}
 
 
-def filter_norms(model: nn.Module) -> dict[nn.Module, torch.Tensor]:
-    """Each BatchNorm paired with the conv feeding it (the last conv before it in module order)."""
-    pairs, last_conv = {}, None
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            last_conv = module
-        elif isinstance(module, nn.BatchNorm2d) and last_conv is not None and last_conv.out_channels == module.num_features:
-            pairs[module] = last_conv.weight.detach().abs().flatten(1).sum(1)
-    return pairs
+class ChannelGroupGates:
+    """LMP's channel scores, one per channel of each torch-pruning group, gating its BatchNorm outputs."""
 
+    def __init__(self, model: nn.Module, ticket: Ticket, sparsity: float):
+        pruner = channel_pruner(model, ticket, sparsity)  # only for its dependency graph
+        self.sparsity = sparsity
+        self.members: dict[nn.Module, list[tuple[nn.Module, torch.Tensor, torch.Tensor]]] = {}
+        self.scores: dict[nn.Module, nn.Parameter] = {}
+        for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                              root_module_types=pruner.root_module_types):
+            norms = [(item.dep.layer, torch.as_tensor(item.idxs), torch.as_tensor(item.root_idxs)) for item in group
+                     if item.dep.pruning_fn == tp.pruner.function.prune_batchnorm_out_channels]
+            if norms:
+                root = group[0].dep.target.module
+                magnitude = tp.importance.GroupMagnitudeImportance(p=1)(group)
+                self.members[root] = norms
+                self.scores[root] = nn.Parameter(magnitude / magnitude.mean())
+        self.gates: dict[nn.Module, torch.Tensor] = {}
+        self.hooks = [bn.register_forward_hook(self.gate) for norms in self.members.values() for bn, _, _ in norms]
 
-class LearnedChannelImportance(tp.importance.GroupMagnitudeImportance):
-    """torch-pruning importance from LMP's learned channel scores, summed over a group's BatchNorm layers."""
+    def ranks(self) -> dict[nn.Module, torch.Tensor]:
+        """Each group's channels ranked by score (0 = lowest): distinct values, so the keep mask below and
+        torch-pruning's own sort pick the same channels."""
+        ranks = {}
+        for root, score in self.scores.items():
+            rank = torch.empty(len(score))
+            rank[torch.argsort(score.detach(), stable=True)] = torch.arange(len(score), dtype=torch.float)
+            ranks[root] = rank
+        return ranks
 
-    def __init__(self, scores: dict[nn.Module, torch.Tensor]):
-        super().__init__(p=1, group_reduction="sum", normalizer=None)
-        self.scores = scores
+    def keep_masks(self) -> dict[nn.Module, torch.Tensor]:
+        """torch-pruning keeps int(C * (1 - ratio)) channels of a group of C (layerwise); so do we."""
+        return {root: rank >= len(rank) - int(len(rank) * (1 - self.sparsity)) for root, rank in self.ranks().items()}
 
-    @torch.no_grad()
-    def __call__(self, group):
-        found, roots = [], []
-        for item in group:
-            if item.dep.pruning_fn == tp.pruner.function.prune_batchnorm_out_channels and item.dep.layer in self.scores:
-                found.append(self.scores[item.dep.layer][item.idxs])
-                roots.append(item.root_idxs)
-        return self._reduce(found, roots) if found else None
-
-
-class ChannelGates:
-    """Multiplies every gated BatchNorm's output by its current channel mask (forward hooks)."""
-
-    def __init__(self, layers: list[nn.Module]):
-        self.masks: dict[nn.Module, torch.Tensor] = {}
-        self.hooks = [bn.register_forward_hook(self.gate) for bn in layers]
+    def set_masks(self, group_masks: dict[nn.Module, torch.Tensor]) -> None:
+        """Spread each group's (straight-through) mask over its BatchNorm layers."""
+        self.gates = {bn: torch.ones(bn.num_features).index_put((idxs,), group_masks[root][root_idxs])
+                      for root, norms in self.members.items() for bn, idxs, root_idxs in norms}
 
     def gate(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        return output * self.masks[module].view(1, -1, 1, 1)
+        return output * self.gates[module].view(1, -1, 1, 1)
 
     def remove(self) -> None:
         for hook in self.hooks:
             hook.remove()
 
 
-def learn_scores(scores: dict, forward, splits, params: list, config: DrawConfig) -> dict:
+class RankImportance(tp.importance.Importance):
+    """torch-pruning importance that reproduces a ranking chosen elsewhere (LMP's learned one)."""
+
+    def __init__(self, ranks: dict[nn.Module, torch.Tensor]):
+        self.ranks = ranks
+
+    def __call__(self, group) -> torch.Tensor | None:
+        return self.ranks.get(group[0].dep.target.module)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, forward, images, batch_size: int = 64) -> None:
+    """Running statistics of every BatchNorm re-estimated (cumulative average) on `images` under the mask."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for indices in torch.split(torch.arange(len(images)), batch_size):
+        forward(images.batch(indices)[0])
+    model.eval()
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+
+
+def learn_scores(scores: dict, hard: Callable[[], dict], forward, splits, params: list, config: DrawConfig) -> dict:
     """Straight-through training of the scores; returns the final hard keep-masks."""
     from ..train import Distributed, TrainConfig, epoch_batches
     training = config.training
-    pattern = PATTERNS.get("unstructured" if PATTERNS.get(config.pattern).physical else config.pattern)
-    scope = "layerwise" if PATTERNS.get(config.pattern).physical else config.scope
-
-    def hard() -> dict:
-        return select_masks({k: F.relu(v.detach()) for k, v in scores.items()}, pattern, config.sparsity, scope)
-
     optimizer = torch.optim.Adam(params, lr=training.lr)
     recipe = TrainConfig(epochs=training.epochs, seed=training.seed)
     for epoch in range(training.epochs):
@@ -106,7 +136,9 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
     splits = training_data(ticket, training)
     new_head = splits.class_names != ticket.class_names
     start = replace_head(ticket, splits.class_names, training.seed) if new_head else ticket
-    model = start.build_model().eval()  # BatchNorm statistics stay frozen too
+    model = start.build_model()
+    physical = PATTERNS.get(config.pattern).physical
+    gates = ChannelGroupGates(model, start, config.sparsity) if physical else None
     head = model.get_submodule(get_arch(start.arch).classifier)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -114,38 +146,36 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
         param.requires_grad_(new_head)
     mean, std = torch.tensor(start.mean).view(1, -1, 1, 1), torch.tensor(start.std).view(1, -1, 1, 1)
     torch.manual_seed(training.seed)
-    if PATTERNS.get(config.pattern).physical:
-        norms = filter_norms(model)
-        layers = {f"gate{i}": bn for i, bn in enumerate(norms)}
-        scores = {key: nn.Parameter(norms[bn] / norms[bn].mean()) for key, bn in layers.items()}
-        gates = ChannelGates(list(layers.values()))
+    if gates:
+        scores, hard = gates.scores, gates.keep_masks
 
         def forward(images, masks):
-            gates.masks = {layers[key]: mask for key, mask in masks.items()}
+            gates.set_masks(masks)
             return model((images - mean) / std)
     else:
         weights = prunable_weights(model, start.arch, config.include_first_last)
         scores = {name: nn.Parameter(w.detach().abs() / w.detach().abs().mean()) for name, w in weights.items()}
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        pattern = PATTERNS.get(config.pattern)
+
+        def hard() -> dict:
+            return select_masks({k: F.relu(v.detach()) for k, v in scores.items()}, pattern, config.sparsity,
+                                config.scope)
 
         def forward(images, masks):
             masked = {**state, **{name: state[name] * mask for name, mask in masks.items()}}
             return functional_call(model, masked, ((images - mean) / std,))
     params = list(scores.values()) + (list(head.parameters()) if new_head else [])
-    final = learn_scores(scores, forward, splits, params, config)
-    if PATTERNS.get(config.pattern).physical:
+    model.train()  # BatchNorm normalizes with the statistics of the masked network
+    final = learn_scores(scores, hard, forward, splits, params, config)
+    if gates:
         gates.remove()
-        learned = {bn: F.relu(scores[key].detach()) for key, bn in layers.items()}
-        history = prune_channels(model, start, config.sparsity, config.scope, LearnedChannelImportance(learned))
-        if new_head:  # coupled channels make the removed set differ from the gates: re-fit the head on what is left
-            from ..train import TrainConfig, fit
-            pruned = start.with_model(model, pruning_history=history)
-            refit, _ = fit(pruned, splits.train, TrainConfig(epochs=training.epochs, lr=0.1, mode="linear",
-                                                             seed=training.seed), description="lmp head")
-            model = refit.build_model()
-        return PruneState(model, history, {}, start.class_names)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in final:
-                param.mul_(final[name])
-    return PruneState(model, list(start.pruning_history), final, start.class_names)
+        history = prune_channels(model, start, config.sparsity, "layerwise", RankImportance(gates.ranks()))
+    else:
+        history = list(start.pruning_history)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in final:
+                    param.mul_(final[name])
+    reestimate_batchnorm(model, lambda images: model((images - mean) / std), splits.train)
+    return PruneState(model, history, {} if gates else final, start.class_names)

@@ -38,6 +38,8 @@ def test_failed_check_leaves_nothing(digits_ticket, tmp_path, monkeypatch, fmt, 
 def test_int8_agrees_with_fp32_and_keeps_accuracy(digits_ticket, digits, tmp_path):
     report = export(digits_ticket, tmp_path / "q.onnx", "onnx", int8=True, splits=digits)
     assert report.precision == "int8" and report.value >= 0.99
+    assert "all layers int8" in report.check  # 7-bit weights: no int16 saturation on AVX2, so no fp32 fallback
+    assert artifact_metadata(tmp_path / "q.onnx")["edgeticket.int8_fp32_nodes"] == ""
     from edgeticket.export.onnx import open_session, predict_onnx
     int8_accuracy = float((predict_onnx(open_session(tmp_path / "q.onnx"), digits.test).argmax(1)
                            == digits.test.labels.numpy()).mean())

@@ -76,9 +76,11 @@ def test_lmp_changes_only_the_mask(source):
         assert torch.all(lmp.state_dict[name][~mask] == 0)
         changed += int((mask != omp.masks[name]).sum())
     assert changed > 0  # the learned mask moved away from its |w| initialisation
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
     for name in pretrained:
-        if name not in lmp.masks and not name.startswith("fc."):
-            assert torch.equal(lmp.state_dict[name], pretrained[name]), name  # BatchNorm untouched too
+        if name not in lmp.masks and not name.startswith("fc.") and not name.endswith(statistics):
+            assert torch.equal(lmp.state_dict[name], pretrained[name]), name  # BatchNorm's affine weights too
+    assert not torch.equal(lmp.state_dict["bn1.running_var"], pretrained["bn1.running_var"])  # re-estimated
 
 
 def test_masks_survive_save_load_finetune_export(source, tmp_path):
@@ -91,3 +93,39 @@ def test_masks_survive_save_load_finetune_export(source, tmp_path):
     pruned = sum(int((~mask).sum()) for mask in tuned.masks.values())
     zeros = sum(int((numpy_helper.to_array(init) == 0).sum()) for init in onnx.load(str(tmp_path / "m.onnx")).graph.initializer)
     assert pruned > 100_000 and zeros >= pruned  # random weights have no other exact zeros
+
+
+@pytest.mark.parametrize("arch, size", [("small_resnet", 28), ("mobilenet_v2", 64)])
+def test_channel_lmp_gates_compute_what_pruning_keeps(arch, size):
+    """A gated-off channel group is exactly a removed one: residual and depthwise couplings included."""
+    from edgeticket.models import get_model
+    from edgeticket.tickets.channel import prune_channels
+    from edgeticket.tickets.lmp import ChannelGroupGates, RankImportance
+    torch.manual_seed(0)
+    model = get_model(arch, num_classes=10, in_channels=3).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics, so a zeroed BN output is not a zero BN input
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    ticket = Ticket(arch, {"num_classes": 10, "in_channels": 3}, model.state_dict(), (3, size, size), (0.5,) * 3,
+                    (0.25,) * 3, [str(i) for i in range(10)])
+    gates = ChannelGroupGates(model, ticket, 0.5)
+    assert len(gates.scores) > 3
+    with torch.no_grad():
+        for score in gates.scores.values():
+            score.normal_()  # a learned ranking, unlike the magnitude one
+        gates.set_masks({root: mask.float() for root, mask in gates.keep_masks().items()})
+        images = torch.rand(4, 3, size, size)
+        gated = model(images)
+    gates.remove()
+    prune_channels(model, ticket, 0.5, importance=RankImportance(gates.ranks()))
+    with torch.no_grad():
+        assert torch.allclose(model(images), gated, atol=1e-4)
+    assert sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)) < sum(
+        m.out_channels for m in get_model(arch, num_classes=10).modules() if isinstance(m, torch.nn.Conv2d)) * 0.6
+
+
+def test_channel_lmp_rejects_global_scope(source):
+    from edgeticket.errors import EdgeticketError
+    with pytest.raises(EdgeticketError, match="layerwise only"):
+        draw_ticket(source, DrawConfig("lmp", "channel", 0.5, scope="global", training=QUICK))
