@@ -91,6 +91,11 @@ def inspect(path: Path, arch: Arch = None, trust_pickle: TrustPickle = False,
                 for r in layers])
 
 
+On = Annotated[str, typer.Option(help="imp, a-imp, lmp: train on the target (downstream) or the source task (upstream).")]
+DrawData = Annotated[Optional[str], typer.Option(help="imp, a-imp, lmp: the dataset they train on while drawing "
+                                                      "(upstream: default the source's).")]
+
+
 @command("edgeticket draw runs/src-robust.pt --method omp --pattern channel --sparsity 0.5 -o runs/t50.ticket")
 def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")],
          method: Annotated[str, typer.Option(help="omp | imp | a-imp | lmp")] = "omp",
@@ -99,14 +104,26 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
                                                       "others: fraction of weights removed")] = 0.5,
          scope: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
          include_first_last: Annotated[bool, typer.Option(help="Also mask the first conv and the classifier.")] = False,
-         arch: Arch = None, trust_pickle: TrustPickle = False, source_kind: Annotated[Optional[str], typer.Option(
-             help="robust | natural | noise, when the file does not say")] = None,
+         round_to: Annotated[int, typer.Option(help="channel: keep a multiple of N channels per layer (8, 16 suit "
+                                                     "SIMD); layers that would keep fewer stay whole.")] = 1,
+         on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
+         rate: Annotated[float, typer.Option(help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
+         epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
+                                                         "learning.")] = 1,
+         lr: Annotated[float, typer.Option(help="imp, a-imp, lmp: learning rate while drawing.")] = 0.01,
+         attack: Annotated[str, typer.Option(help="a-imp: PGD threat model (l2:EPS | linf:EPS).")] = "l2:1.0",
+         steps: Steps = 3,
+         rewind: Annotated[bool, typer.Option(help="imp, a-imp: reset survivors to pretrained values each round.")] = False,
+         seed: Seed = 0, arch: Arch = None, trust_pickle: TrustPickle = False,
+         source_kind: Annotated[Optional[str], typer.Option(help="robust | natural | noise, when the file does not say")] = None,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """Draw a ticket (a sparse subnetwork) from a pretrained checkpoint."""
     from .fileio import sha256_file
     from .models.checkpoints import load_checkpoint
-    from .tickets import DrawConfig, draw_ticket
-    config = DrawConfig(method, pattern, sparsity, scope, include_first_last)
+    from .tickets import DrawConfig, DrawTraining, draw_ticket
+    training = DrawTraining(on, data, str(data_root) if data_root else None, subset, rate, epochs, lr, attack, steps,
+                            rewind, seed)
+    config = DrawConfig(method, pattern, sparsity, scope, include_first_last, round_to, training)
     config.validate()
     source = load_checkpoint(checkpoint, arch, trust_pickle, source_kind)
     source.provenance.setdefault("source_sha256", sha256_file(checkpoint))

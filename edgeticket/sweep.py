@@ -29,6 +29,7 @@ from .fileio import sha256_file, write_json, write_text
 from .report import Report, write_report
 from .tickets import DrawConfig, Ticket, draw_ticket
 from .tickets.draw import DrawTraining
+from .tickets.patterns import PATTERNS
 from .train import TrainConfig, finetune, pretrain, save_result, state_file
 
 
@@ -54,6 +55,7 @@ class SweepConfig:
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])
     targets: list[str] = field(default_factory=lambda: ["digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
+    round_to: int = 1  # channel tickets keep a multiple of this many channels per layer
     # drawing methods that train (imp, a-imp, lmp)
     on: str = "downstream"
     draw_epochs: int = 1
@@ -87,9 +89,14 @@ class SweepConfig:
                 raw[key] = Path(raw[key])
         return cls(**raw)
 
+    def rounding(self, pattern: str) -> int:
+        """`round_to` counts channels: it applies to the channel cells of a grid and leaves masked ones alone."""
+        return self.round_to if PATTERNS.get(pattern).physical else 1
+
     def validate(self) -> None:
         for method, pattern, sparsity in itertools.product(self.methods, self.patterns, self.sparsities):
-            DrawConfig(method, pattern, sparsity, training=DrawTraining(on=self.on, rate=self.draw_rate)).validate()
+            DrawConfig(method, pattern, sparsity, round_to=self.rounding(pattern),
+                       training=DrawTraining(on=self.on, rate=self.draw_rate)).validate()
         for threat in self.sources.values():
             AttackConfig.parse(threat, self.pgd_steps)
 
@@ -148,7 +155,8 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
                                 rate=config.draw_rate, lr=config.draw_lr,
                                 epochs=config.finetune_epochs if downstream_lmp else config.draw_epochs,
                                 attack=config.sources.get("robust", "l2:1.0"), steps=config.pgd_steps, seed=cell.seed)
-        draw_ticket(source, DrawConfig(cell.method, cell.pattern, cell.sparsity, training=training))[0].save(drawn)
+        draw_ticket(source, DrawConfig(cell.method, cell.pattern, cell.sparsity, round_to=config.rounding(cell.pattern),
+                                       training=training))[0].save(drawn)
     if cell.method == "lmp" and config.on == "downstream":
         tuned = drawn  # LMP learns the mask (and head) on the target with the weights frozen: nothing to finetune
     elif not tuned.exists():

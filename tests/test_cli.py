@@ -49,3 +49,15 @@ def test_bad_input_is_one_clear_line(runner, small_checkpoint, tmp_path, case):
     assert expected in result.stderr and "Traceback" not in result.output + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".out.ticket*"))
+
+
+def test_draw_with_a_training_method(runner, small_checkpoint, tmp_path):
+    ticket = tmp_path / "lmp.ticket"
+    result = run(runner, "draw", small_checkpoint, "--arch", "small_resnet", "--method", "lmp", "--data", "digits",
+                 "--subset", "64", "--epochs", "1", "--round-to", "8", "-o", ticket, "--json")
+    assert result.exit_code == 0, result.output
+    stage = json.loads(run(runner, "inspect", ticket, "--json").stdout)["provenance"]["stages"][-1]
+    assert stage["method"] == "lmp" and stage["round_to"] == 8
+    assert stage["training"]["data"] == "digits" and stage["training"]["subset"] == 64
+    missing = run(runner, "draw", small_checkpoint, "--arch", "small_resnet", "--method", "imp", "-o", tmp_path / "x")
+    assert missing.exit_code == 1 and "--data" in missing.stderr

@@ -2,7 +2,9 @@
 
 `ratio` is torch-pruning's `pruning_ratio`: the fraction of output channels removed from every prunable
 layer (coupled layers, e.g. across residual additions, are pruned together). Parameters and MACs fall by
-about 1 - (1 - ratio)^2. The classifier keeps its outputs.
+about 1 - (1 - ratio)^2. The classifier keeps its outputs. `round_to` rounds each layer's remaining channels
+down to a multiple of it (8 or 16 suit SIMD lanes and tensor cores); a layer that would keep fewer than
+`round_to` channels is left whole, as torch-pruning never empties a layer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .ticket import Ticket
 
 def channel_pruner(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
                    importance: tp.importance.Importance | None = None,
-                   schedule: list[float] | None = None) -> tp.pruner.BasePruner:
+                   schedule: list[float] | None = None, round_to: int = 1) -> tp.pruner.BasePruner:
     """A torch-pruning pruner; with `schedule` (cumulative ratios of the original channels), one step per entry."""
     model.eval()  # tracing must not touch BatchNorm running statistics
     for param in model.parameters():
@@ -26,17 +28,25 @@ def channel_pruner(model: nn.Module, ticket: Ticket, ratio: float, scope: str = 
         model, ticket.example_input(), importance=importance or tp.importance.MagnitudeImportance(p=1),
         pruning_ratio=ratio, global_pruning=scope == "global", iterative_steps=len(steps),
         iterative_pruning_ratio_scheduler=lambda _ratio, _steps: [0.0] + list(steps),
-        ignored_layers=[model.get_submodule(get_arch(ticket.arch).classifier)])
+        ignored_layers=[model.get_submodule(get_arch(ticket.arch).classifier)],
+        round_to=round_to if round_to > 1 else None)
 
 
 def prune_channels(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
-                   importance: tp.importance.Importance | None = None) -> list:
+                   importance: tp.importance.Importance | None = None, round_to: int = 1) -> list:
     """Remove `ratio` of the channels in place; returns the ticket's pruning history extended by this step."""
     if ratio <= 0:
         return list(ticket.pruning_history)
-    pruner = channel_pruner(model, ticket, ratio, scope, importance)
+    pruner = channel_pruner(model, ticket, ratio, scope, importance, round_to=round_to)
     pruner.step()
     return list(ticket.pruning_history) + list(pruner.pruning_history())
+
+
+def kept_channels(count: int, ratio: float, round_to: int = 1) -> int:
+    """How many of a group's `count` channels torch-pruning keeps at a layerwise `ratio` (its arithmetic)."""
+    kept = int(count * (1 - ratio))
+    kept -= kept % round_to
+    return kept if kept > 0 else count
 
 
 def conv_channels(model: nn.Module) -> int:

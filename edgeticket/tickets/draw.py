@@ -40,6 +40,7 @@ class DrawConfig:
     sparsity: float = 0.5             # masked: fraction of weights removed; channel: fraction of channels per layer
     scope: str = "layerwise"          # layerwise | global
     include_first_last: bool = False  # also prune the first conv and the classifier (masked patterns)
+    round_to: int = 1                 # channel: keep a multiple of this many channels per layer (8, 16: SIMD)
     training: DrawTraining = field(default_factory=DrawTraining)
 
     def validate(self) -> None:
@@ -50,6 +51,9 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --scope '{self.scope}'", hint="choose layerwise or global")
         PATTERNS.get(self.pattern)
         METHODS.get(self.method)
+        if self.round_to < 1 or (self.round_to > 1 and not PATTERNS.get(self.pattern).physical):
+            raise EdgeticketError(f"--round-to {self.round_to} needs a whole number >= 1 and --pattern channel",
+                                  hint="8 or 16 keep channel counts SIMD-friendly; masked patterns keep every channel")
         if self.method == "lmp" and PATTERNS.get(self.pattern).physical and self.scope == "global":
             raise EdgeticketError("channel LMP learns a mask per channel group, so it prunes layerwise only",
                                   hint="drop --scope global, or use --method omp for a global channel ranking")
@@ -57,6 +61,9 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --on '{self.training.on}'", hint="choose downstream or upstream")
         if not 0 < self.training.rate < 1:
             raise EdgeticketError(f"--rate {self.training.rate} is outside (0, 1)", hint="0.2 prunes 20% per round")
+        if self.method == "a-imp":
+            from ..attacks import AttackConfig
+            AttackConfig.parse(self.training.attack, self.training.steps)
 
 
 @dataclass
@@ -73,7 +80,7 @@ def magnitude_step(model: nn.Module, ticket: Ticket, config: DrawConfig, sparsit
     """One magnitude-pruning step: to `sparsity` of the weights (masked patterns; pruned weights stay pruned),
     or removing `sparsity` of the current channels (channel)."""
     if PATTERNS.get(config.pattern).physical:
-        return PruneState(model, prune_channels(model, ticket, sparsity, config.scope), {})
+        return PruneState(model, prune_channels(model, ticket, sparsity, config.scope, round_to=config.round_to), {})
     weights = {name: p.detach() for name, p in prunable_weights(model, ticket.arch, config.include_first_last).items()}
     new_masks = select_masks(weights, PATTERNS.get(config.pattern), sparsity, config.scope)
     if masks:  # a weight once pruned stays pruned
@@ -140,7 +147,7 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     ticket = source.with_model(state.model, pruning_history=state.pruning_history, masks=state.masks,
                                provenance=dict(source.provenance), class_names=list(names),
                                arch_kwargs={**source.arch_kwargs, "num_classes": len(names)})
-    ticket.provenance.update(method=config.method, pattern=config.pattern, scope=config.scope,
+    ticket.provenance.update(method=config.method, pattern=config.pattern, scope=config.scope, round_to=config.round_to,
                              sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed,
                              params_before=before.params, params_after=after.params,
                              macs_before=before.macs, macs_after=after.macs)

@@ -52,8 +52,8 @@ def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneSta
     current, model, masks = source, source.build_model(), dict(source.masks)
     schedule = round_schedule(config.sparsity, training.rate)
     # one pruner for every round, so each round's target is a fraction of the *original* channels
-    pruner = channel_pruner(model, source, config.sparsity, config.scope, schedule=schedule) \
-        if PATTERNS.get(config.pattern).physical else None
+    pruner = channel_pruner(model, source, config.sparsity, config.scope, schedule=schedule,
+                            round_to=config.round_to) if PATTERNS.get(config.pattern).physical else None
     for sparsity in schedule:
         if pruner:
             model.eval()

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..models import get_arch
-from .channel import channel_pruner, prune_channels
+from .channel import channel_pruner, kept_channels, prune_channels
 from .draw import METHODS, DrawConfig, PruneState, training_data
 from .masks import prunable_weights
 from .patterns import PATTERNS, select_masks
@@ -43,9 +43,9 @@ def straight_through(scores: dict[str, torch.Tensor], hard: dict[str, torch.Tens
 class ChannelGroupGates:
     """LMP's channel scores, one per channel of each torch-pruning group, gating its BatchNorm outputs."""
 
-    def __init__(self, model: nn.Module, ticket: Ticket, sparsity: float):
+    def __init__(self, model: nn.Module, ticket: Ticket, sparsity: float, round_to: int = 1):
         pruner = channel_pruner(model, ticket, sparsity)  # only for its dependency graph
-        self.sparsity = sparsity
+        self.sparsity, self.round_to = sparsity, round_to
         self.members: dict[nn.Module, list[tuple[nn.Module, torch.Tensor, torch.Tensor]]] = {}
         self.scores: dict[nn.Module, nn.Parameter] = {}
         for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
@@ -71,8 +71,9 @@ class ChannelGroupGates:
         return ranks
 
     def keep_masks(self) -> dict[nn.Module, torch.Tensor]:
-        """torch-pruning keeps int(C * (1 - ratio)) channels of a group of C (layerwise); so do we."""
-        return {root: rank >= len(rank) - int(len(rank) * (1 - self.sparsity)) for root, rank in self.ranks().items()}
+        """The highest-ranked channels of each group, as many as torch-pruning will keep."""
+        return {root: rank >= len(rank) - kept_channels(len(rank), self.sparsity, self.round_to)
+                for root, rank in self.ranks().items()}
 
     def set_masks(self, group_masks: dict[nn.Module, torch.Tensor]) -> None:
         """Spread each group's (straight-through) mask over its BatchNorm layers."""
@@ -138,7 +139,7 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
     start = replace_head(ticket, splits.class_names, training.seed) if new_head else ticket
     model = start.build_model()
     physical = PATTERNS.get(config.pattern).physical
-    gates = ChannelGroupGates(model, start, config.sparsity) if physical else None
+    gates = ChannelGroupGates(model, start, config.sparsity, config.round_to) if physical else None
     head = model.get_submodule(get_arch(start.arch).classifier)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -170,7 +171,8 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
     final = learn_scores(scores, hard, forward, splits, params, config)
     if gates:
         gates.remove()
-        history = prune_channels(model, start, config.sparsity, "layerwise", RankImportance(gates.ranks()))
+        history = prune_channels(model, start, config.sparsity, "layerwise", RankImportance(gates.ranks()),
+                                 config.round_to)
     else:
         history = list(start.pruning_history)
         with torch.no_grad():

@@ -74,3 +74,18 @@ def test_provenance_records_the_draw(source):
     ticket, report = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.3))
     assert ticket.provenance["method"] == "omp" and ticket.provenance["macs_after"] == report.after.macs
     assert ticket.provenance["stages"][-1]["stage"] == "draw"
+
+
+def test_round_to_keeps_multiples_and_never_empties_a_layer(source):
+    dense = {name: m.out_channels for name, m in source.build_model().named_modules() if isinstance(m, torch.nn.Conv2d)}
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.7, round_to=8))
+    pruned = {name: m.out_channels for name, m in ticket.build_model().named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for name, channels in pruned.items():
+        kept = int(dense[name] * 0.3) // 8 * 8
+        assert channels == (kept or dense[name]), name  # 16 channels keep 4 -> 0: torch-pruning leaves the layer whole
+    assert ticket.provenance["round_to"] == 8 and any(pruned[n] < dense[n] for n in pruned)
+
+
+def test_round_to_needs_the_channel_pattern(source):
+    with pytest.raises(EdgeticketError, match="--pattern channel"):
+        draw_ticket(source, DrawConfig(pattern="unstructured", round_to=8))

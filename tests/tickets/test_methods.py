@@ -95,8 +95,8 @@ def test_masks_survive_save_load_finetune_export(source, tmp_path):
     assert pruned > 100_000 and zeros >= pruned  # random weights have no other exact zeros
 
 
-@pytest.mark.parametrize("arch, size", [("small_resnet", 28), ("mobilenet_v2", 64)])
-def test_channel_lmp_gates_compute_what_pruning_keeps(arch, size):
+@pytest.mark.parametrize("arch, size, round_to", [("small_resnet", 28, 1), ("small_resnet", 28, 8), ("mobilenet_v2", 64, 1)])
+def test_channel_lmp_gates_compute_what_pruning_keeps(arch, size, round_to):
     """A gated-off channel group is exactly a removed one: residual and depthwise couplings included."""
     from edgeticket.models import get_model
     from edgeticket.tickets.channel import prune_channels
@@ -109,7 +109,7 @@ def test_channel_lmp_gates_compute_what_pruning_keeps(arch, size):
             module.bias.data.uniform_(-0.5, 0.5)
     ticket = Ticket(arch, {"num_classes": 10, "in_channels": 3}, model.state_dict(), (3, size, size), (0.5,) * 3,
                     (0.25,) * 3, [str(i) for i in range(10)])
-    gates = ChannelGroupGates(model, ticket, 0.5)
+    gates = ChannelGroupGates(model, ticket, 0.7, round_to)
     assert len(gates.scores) > 3
     with torch.no_grad():
         for score in gates.scores.values():
@@ -118,11 +118,11 @@ def test_channel_lmp_gates_compute_what_pruning_keeps(arch, size):
         images = torch.rand(4, 3, size, size)
         gated = model(images)
     gates.remove()
-    prune_channels(model, ticket, 0.5, importance=RankImportance(gates.ranks()))
+    prune_channels(model, ticket, 0.7, importance=RankImportance(gates.ranks()), round_to=round_to)
     with torch.no_grad():
         assert torch.allclose(model(images), gated, atol=1e-4)
     assert sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)) < sum(
-        m.out_channels for m in get_model(arch, num_classes=10).modules() if isinstance(m, torch.nn.Conv2d)) * 0.6
+        m.out_channels for m in get_model(arch, num_classes=10).modules() if isinstance(m, torch.nn.Conv2d)) * 0.8
 
 
 def test_channel_lmp_rejects_global_scope(source):
