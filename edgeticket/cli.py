@@ -164,8 +164,10 @@ def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
     if json_output:
         return emit_json(asdict(report))
     from .tables import human_bytes
+    value, limit = ((f"{report.value:.2%}", f">= {report.threshold:.0%}") if report.precision == "int8"
+                    else (f"{report.value:.3g}", f"<= {report.threshold:.3g}"))
     console.print(f"exported {report.format} {report.precision} -> {output} ({human_bytes(report.size_bytes)}); "
-                  f"check: {report.check} = {report.value:.4g} (limit {report.threshold:.4g})")
+                  f"check: {report.check} = {value} (needs {limit})")
 
 
 @command("edgeticket bench runs/t50.onnx --device ort-cpu-1t --data digits")
