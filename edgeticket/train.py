@@ -250,6 +250,7 @@ def pretrain(arch: str, splits: ImageSplits, config: TrainConfig, start: Ticket 
     """Train a source model (natural, adversarial or noise) from scratch, or continue from `start`."""
     if start is None:
         kwargs = {"num_classes": len(splits.class_names), "in_channels": splits.channels, **(arch_kwargs or {})}
+        torch.manual_seed(config.seed)  # the initial weights too: the same command gives the same source
         model = get_model(arch, **kwargs)
         mean, std = splits.pixel_stats()
         start = Ticket(arch, kwargs, model.state_dict(), (splits.channels, splits.image_size, splits.image_size),
