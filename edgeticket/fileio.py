@@ -49,6 +49,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def size_on_disk(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of the files in a folder (an ncnn export)."""
+    path = Path(path)
+    return sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
+
+
 def save_torch(obj: object, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

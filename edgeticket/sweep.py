@@ -145,11 +145,11 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
     folder = config.out / cell.name
     folder.mkdir(parents=True, exist_ok=True)
     drawn, tuned, onnx = folder / "drawn.ticket", folder / "tuned.ticket", folder / "model.onnx"
+    downstream_lmp = cell.method == "lmp" and config.on == "downstream"  # its mask learning is the finetune
     if not drawn.exists():
         source = Ticket.load(source_path)
         source.provenance["source_sha256"] = sha256_file(source_path)
         source.provenance["source_kind"] = cell.source  # the config names the kind, whatever the file said
-        downstream_lmp = cell.method == "lmp" and config.on == "downstream"  # its mask learning is the finetune
         training = DrawTraining(on=config.on, data=cell.target if config.on == "downstream" else None,
                                 subset=config.target_images if config.on == "downstream" else config.target_images * 4,
                                 rate=config.draw_rate, lr=config.draw_lr,
@@ -157,7 +157,7 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
                                 attack=config.sources.get("robust", "l2:1.0"), steps=config.pgd_steps, seed=cell.seed)
         draw_ticket(source, DrawConfig(cell.method, cell.pattern, cell.sparsity, round_to=config.rounding(cell.pattern),
                                        training=training))[0].save(drawn)
-    if cell.method == "lmp" and config.on == "downstream":
+    if downstream_lmp:
         tuned = drawn  # LMP learns the mask (and head) on the target with the weights frozen: nothing to finetune
     elif not tuned.exists():
         ticket = Ticket.load(drawn)

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..data import DataConfig, TensorImages, load_dataset
 from ..errors import EdgeticketError
-from ..export import artifact_metadata, artifact_size
-from ..fileio import write_json
+from ..export import artifact_metadata
+from ..fileio import size_on_disk, write_json
 from .devices import DeviceProfile, get_device, timing_note
 from .stats import LatencyStats
 
@@ -68,8 +68,8 @@ def default_device(path: str | Path) -> str:
 
 
 def target_images(data: str, metadata: dict[str, str], root: str | None = None) -> TensorImages:
-    channels, size = json.loads(metadata["edgeticket.input_size"])[0], json.loads(metadata["edgeticket.input_size"])[-1]
-    return load_dataset(DataConfig(data, root, image_size=size, channels=channels)).test
+    input_size = json.loads(metadata["edgeticket.input_size"])
+    return load_dataset(DataConfig(data, root, image_size=input_size[-1], channels=input_size[0])).test
 
 
 def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t", config: BenchConfig = BenchConfig(),
@@ -112,7 +112,7 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     note = timing_note(profile)
     return BenchResult(str(path), profile.name, profile.runtime, out["runtime_version"], profile.provider,
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
-                       artifact_size(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
+                       size_on_disk(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
                        out["peak_memory_mb"], out["model_memory_mb"], out["accuracy"], out["test_images"],
                        out["max_abs_diff"], {"before": list(load_before), "after": list(load_after)},
                        note is None, note or "")

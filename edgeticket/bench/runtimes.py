@@ -15,15 +15,11 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def onnxruntime_runner(path: Path, profile: DeviceProfile) -> Runner:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = profile.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    provider = ORT_PROVIDERS[profile.provider]
-    provider_options = [{"trt_fp16_enable": True}] if profile.provider == "tensorrt" and profile.precision == "fp16" else None
-    session = ort.InferenceSession(str(path), options, providers=[provider], provider_options=provider_options)
-    name = session.get_inputs()[0].name
+    from ..export.onnx import open_session
+    fp16 = profile.provider == "tensorrt" and profile.precision == "fp16"
+    session = open_session(path, profile.threads, ORT_PROVIDERS[profile.provider],
+                           {"trt_fp16_enable": True} if fp16 else None)
+    name = session.get_inputs()[0].name  # looked up once: the runner is the timed loop
     return lambda images: session.run(None, {name: images})[0]
 
 
@@ -39,7 +35,6 @@ def ncnn_runner(path: Path, profile: DeviceProfile) -> Runner:
 
 
 RUNNERS = {"onnxruntime": onnxruntime_runner, "executorch": executorch_runner, "ncnn": ncnn_runner}
-PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "ncnn": "ncnn"}
 
 
 def open_runner(path: str | Path, profile: DeviceProfile) -> Runner:
@@ -47,4 +42,5 @@ def open_runner(path: str | Path, profile: DeviceProfile) -> Runner:
 
 
 def runtime_version(runtime: str) -> str:
-    return importlib.metadata.version(PACKAGES[runtime])
+    """Each runtime's pip distribution has the runtime's own name."""
+    return importlib.metadata.version(runtime)

@@ -46,7 +46,3 @@ def artifact_metadata(path: str | Path) -> dict[str, str]:
                               hint="export it with `edgeticket export`")
     return json.loads(sidecar.read_text())
 
-
-def artifact_size(path: str | Path) -> int:
-    path = Path(path)
-    return sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..console import native_output_captured
 from ..errors import EdgeticketError
-from ..fileio import atomic_dir, write_json
+from ..fileio import atomic_dir, size_on_disk, write_json
 from ..tickets.ticket import Ticket
 from .checks import ExportReport, check_fp32, metadata
 
@@ -37,7 +38,6 @@ def vulkan_devices() -> list[dict]:
              " for i in range(ncnn.get_gpu_count())]))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    import json
     return json.loads(lines[-1]) if result.returncode == 0 and lines else []
 
 
@@ -81,5 +81,5 @@ def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
             shutil.copy(os.path.join(work, name), staging / name)
         diff, limit = check_fp32("ncnn", NcnnModel(staging), ticket)
         write_json(metadata(ticket, ticket_sha256), staging / META)
-        size = sum(f.stat().st_size for f in staging.iterdir())
+        size = size_on_disk(staging)
     return ExportReport(str(path), "ncnn", "fp32", size, "max |ncnn - torch|", diff, limit)

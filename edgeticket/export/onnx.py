@@ -29,11 +29,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
+def open_session(path: str | Path, threads: int = 1, provider: str = "CPUExecutionProvider",
+                 provider_options: dict | None = None) -> ort.InferenceSession:
+    """One onnxruntime session for export checks, eval and bench: `threads` intra-op threads, nothing else."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=[provider],
+                                    provider_options=[provider_options] if provider_options else None)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise EdgeticketError(f"onnxruntime cannot load {Path(path).name}: {str(error).splitlines()[0][:160]}",
                               hint="export it again with `edgeticket export`") from None

@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..models import get_arch
+from ..models.normalize import Normalized
 from .channel import channel_pruner, kept_channels, prune_channels
 from .draw import METHODS, DrawConfig, PruneState, training_data
 from .masks import prunable_weights
@@ -99,17 +100,17 @@ class RankImportance(tp.importance.Importance):
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, forward, images, batch_size: int = 64) -> None:
+def reestimate_batchnorm(network: nn.Module, images, batch_size: int = 64) -> None:
     """Running statistics of every BatchNorm re-estimated (cumulative average) on `images` under the mask."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None
-    model.train()
+    network.train()
     for indices in torch.split(torch.arange(len(images)), batch_size):
-        forward(images.batch(indices)[0])
-    model.eval()
+        network(images.batch(indices)[0])
+    network.eval()
     for bn, momentum in zip(norms, momenta):
         bn.momentum = momentum
 
@@ -145,14 +146,14 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
         param.requires_grad_(False)
     for param in head.parameters():
         param.requires_grad_(new_head)
-    mean, std = torch.tensor(start.mean).view(1, -1, 1, 1), torch.tensor(start.std).view(1, -1, 1, 1)
+    network = Normalized(model, start.mean, start.std)
     torch.manual_seed(training.seed)
     if gates:
         scores, hard = gates.scores, gates.keep_masks
 
         def forward(images, masks):
             gates.set_masks(masks)
-            return model((images - mean) / std)
+            return network(images)
     else:
         weights = prunable_weights(model, start.arch, config.include_first_last)
         scores = {name: nn.Parameter(w.detach().abs() / w.detach().abs().mean()) for name, w in weights.items()}
@@ -165,7 +166,7 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
 
         def forward(images, masks):
             masked = {**state, **{name: state[name] * mask for name, mask in masks.items()}}
-            return functional_call(model, masked, ((images - mean) / std,))
+            return functional_call(model, masked, (network.normalize(images),))
     params = list(scores.values()) + (list(head.parameters()) if new_head else [])
     model.train()  # BatchNorm normalizes with the statistics of the masked network
     final = learn_scores(scores, hard, forward, splits, params, config)
@@ -179,5 +180,5 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
             for name, param in model.named_parameters():
                 if name in final:
                     param.mul_(final[name])
-    reestimate_batchnorm(model, lambda images: model((images - mean) / std), splits.train)
+    reestimate_batchnorm(network, splits.train)
     return PruneState(model, history, {} if gates else final, start.class_names)
