@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import __version__
+from .config import FINETUNE, PRETRAIN
 from .console import console, emit_json, set_mode
 from .errors import EdgeticketError
 
@@ -262,7 +263,8 @@ def trained_summary(what: str, output: Path, ticket, splits, json_output: bool) 
 @command("edgeticket pretrain --arch small_resnet --data fashion-mnist --adv l2:1.0 -o runs/src-robust.ticket")
 def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architecture (see `edgeticket models`).")] = "small_resnet",
              data: Data = "fashion-mnist", data_root: DataRoot = None, subset: Subset = None,
-             adv: Adv = "none", steps: Steps = 3, epochs: Epochs = 10, lr: Lr = 0.05, batch_size: Batch = 128,
+             adv: Adv = "none", steps: Steps = 3, epochs: Epochs = PRETRAIN.epochs, lr: Lr = PRETRAIN.lr,
+             batch_size: Batch = PRETRAIN.batch_size,
              image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
              start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
              seed: Seed = 0, device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
@@ -283,7 +285,8 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
 @command("edgeticket finetune runs/t50.ticket --data digits --mode whole -o runs/t50-digits.ticket")
 def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], output: Output, data: Data = "digits",
              data_root: DataRoot = None, subset: Subset = None, mode: Mode = "whole", adv: Adv = "none",
-             steps: Steps = 3, epochs: Epochs = 30, lr: Lr = 0.01, batch_size: Batch = 64, seed: Seed = 0,
+             steps: Steps = 3, epochs: Epochs = FINETUNE.epochs, lr: Lr = FINETUNE.lr,
+             batch_size: Batch = FINETUNE.batch_size, seed: Seed = 0,
              device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
     """Finetune a ticket on a target task with a new head; masks and removed channels stay removed."""
     from . import train
@@ -298,17 +301,17 @@ def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], out
 
 
 def show_report(report, json_output: bool) -> None:
-    from .report import HEADER, PAPER_HEADER, paper_lines, table_lines
     if json_output:
-        return emit_json({"rows": report.rows, "failed": report.failed, "markdown": str(report.markdown),
+        return emit_json({"rows": report.rows, "summary": report.summary, "differences": report.differences,
+                          "failed": report.failed, "markdown": str(report.markdown),
                           "plots": [str(p) for p in report.plots]})
     from .tables import rows_table
-    rows_table(f"tickets on {', '.join(sorted({r['target'] for r in report.rows}))}", HEADER, table_lines(report.rows))
-    if report.failed:
-        rows_table("failed cells", ["cell", "error"], [[f["cell"], f["error"]] for f in report.failed])
-    rows_table("the paper's Table I: ResNet-18, ImageNet -> CIFAR-10, OMP (sparsity = weights removed)",
-               PAPER_HEADER, paper_lines())
-    console.print(f"wrote {report.markdown}, {report.json}, " + ", ".join(str(p) for p in report.plots))
+    for title, (header, lines) in report.sections():
+        rows_table(title, header, lines)
+    console.print(f"wrote {report.markdown}, {report.json}, " + ", ".join(str(p) for p in report.plots), markup=False)
+
+
+Paper = Annotated[bool, typer.Option("--paper/--no-paper", help="Show the paper's Table I beside the results.")]
 
 
 @command("edgeticket eval runs/t50-digits.ticket --data digits --ood fashion-mnist --attack linf:8/255")
@@ -331,7 +334,11 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
     rows_table(f"{model.name} on {result.data} ({result.test_images} test images, {result.runtime})",
                ["Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC"],
                [[_fmt(m.accuracy), _fmt(m.ece, 4), _fmt(m.nll, 4), _fmt(m.adv_accuracy), _fmt(m.ood_roc_auc)]])
-    console.print(f"[dim]{result.note}; OOD: {result.ood or 'none'}; saved {model}.eval.json[/]")
+    if m.at_chance:
+        console.print(f"warning: accuracy {m.accuracy:.2f}% is no better than guessing among "
+                      f"{len(result.provenance.get('class_names', [])) or 'its'} classes: the other metrics describe a "
+                      "constant, not a classifier", style="bold yellow", markup=False)
+    console.print(f"{result.note}; OOD: {result.ood or 'none'}; saved {model}.eval.json", style="dim", markup=False)
 
 
 @command("edgeticket gap --source fashion-mnist --target digits --model runs/src-robust.ticket")
@@ -351,10 +358,13 @@ def gap(model: Annotated[Path, typer.Option("--model", help="Checkpoint whose fe
 
 
 @command("edgeticket report runs/")
-def report(runs_dir: Path, json_output: Json = False, quiet: Quiet = False) -> None:
-    """Robust vs natural tickets from a runs folder, next to the paper's Table I; writes report.md/.json and plots."""
+def report(runs_dir: Path, paper: Paper = True,
+           all_cells: Annotated[bool, typer.Option("--all", help="In a sweep folder, also cells of earlier configs.")] = False,
+           json_output: Json = False, quiet: Quiet = False) -> None:
+    """Robust vs natural tickets from a runs folder (mean ± std and paired intervals over seeds), next to the
+    paper's Table I; writes report.md/.json and plots."""
     from .report import write_report
-    show_report(write_report(runs_dir), json_output)
+    show_report(write_report(runs_dir, paper, all_cells), json_output)
 
 
 @command("edgeticket demo --quick")

@@ -60,10 +60,6 @@ def load_splits(config: EvalConfig, channels: int, size: int, name: str | None =
     return load_dataset(DataConfig(name or config.data, config.data_root, image_size=size, channels=channels))
 
 
-def first(data: TensorImages, count: int | None) -> TensorImages:
-    return data if not count or count >= len(data) else TensorImages(data.images[:count], data.labels[:count])
-
-
 def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     from .models.checkpoints import load_checkpoint
     ticket = load_checkpoint(path)
@@ -72,7 +68,7 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     model = ticket.deployable()
     logits = predict(model, splits.test, config.batch_size)
     attack = config.attack_config()
-    adv = None if attack.kind == "none" else adversarial_accuracy(model, first(splits.test, config.adv_images), attack)
+    adv = None if attack.kind == "none" else adversarial_accuracy(model, splits.test.head(config.adv_images), attack)
     ood_logits = predict(model, load_splits(config, channels, size, config.ood).test) if config.ood else None
     note = f"Adv-Acc: PGD-{attack.steps} {attack.label} on {min(len(splits.test), config.adv_images or 10**9)} images" \
         if adv is not None else "no attack"

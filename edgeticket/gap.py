@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .data import DataConfig, TensorImages, load_dataset
-from .metrics import frechet_distance
+from .metrics import accuracy, at_chance, frechet_distance, predict
 from .models import get_arch
 from .tickets.ticket import Ticket
 
@@ -24,8 +24,8 @@ def penultimate_features(ticket: Ticket, data: TensorImages, limit: int = 2000, 
     classifier: nn.Module = model.model.get_submodule(get_arch(ticket.arch).classifier)
     handle = classifier.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))
     try:
-        for indices in torch.split(torch.arange(min(len(data), limit)), batch_size):
-            model(data.batch(indices)[0])
+        for images, _ in data.batches(batch_size, limit):
+            model(images)
     finally:
         handle.remove()
     return torch.cat(captured).double().numpy()
@@ -39,6 +39,7 @@ class GapResult:
     baseline: float            # source train vs source test: the distance "no domain shift" gives
     ratio: float
     recommendation: str
+    head_accuracy: float | None = None    # percent, on the task whose classes the model's head has (source or target)
     note: str = "Frechet distance in the model's penultimate-layer features, not the Inception FID of Table II"
 
     def as_dict(self) -> dict:
@@ -53,10 +54,18 @@ def domain_gap(ticket: Ticket, source: str, target: str, data_root: str | None =
     distance = frechet_distance(source_test, penultimate_features(ticket, tgt.test, limit))
     baseline = frechet_distance(penultimate_features(ticket, src.train, limit), source_test)
     ratio = distance / max(baseline, 1e-12)
-    if ratio >= LARGE_GAP:
+    head = next((s for s in (src, tgt) if list(s.class_names) == list(ticket.class_names)), None)
+    head_accuracy = None
+    if head is not None:
+        test = head.test.head(limit)
+        head_accuracy = 100 * accuracy(predict(ticket.deployable(), test), test.labels)
+    if head is not None and at_chance(head_accuracy, ticket.num_classes, len(test)):
+        advice = (f"no recommendation: the model is at chance on {head.name} ({head_accuracy:.1f}%), so its features "
+                  "measure nothing; train or load a real model first")
+    elif ratio >= LARGE_GAP:
         advice = (f"large gap ({ratio:.1f}x the source's own train/test distance): the paper's Table II finds robust "
                   "tickets win at high sparsity here; draw from a robust source")
     else:
         advice = (f"small gap ({ratio:.1f}x the source's own train/test distance): Table II finds natural and robust "
                   "tickets match or natural ones win; try both with `edgeticket sweep`/`report`")
-    return GapResult(source, target, distance, baseline, ratio, advice)
+    return GapResult(source, target, distance, baseline, ratio, advice, head_accuracy=head_accuracy)

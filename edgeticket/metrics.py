@@ -3,6 +3,7 @@ distance between feature sets (Table II's domain gap, measured in the model's ow
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from .attacks import AttackConfig, pgd
 from .data import TensorImages
@@ -24,16 +26,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Sum over equal-width confidence bins of |accuracy - confidence|, weighted by the bin's share."""
-    confidence, predicted = probs.max(1)
-    correct = (predicted == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            ece += float(inside.float().mean() * (correct[inside].mean() - confidence[inside].mean()).abs())
-    return ece
+    """Sum over equal-width confidence bins of |accuracy - confidence|, weighted by the bin's share (Guo et al.);
+    torchmetrics' implementation, L1 norm."""
+    return float(multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=bins, norm="l1"))
 
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -62,13 +57,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorImages, batch_size: int = 256) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(data.batch(idx)[0]) for idx in torch.split(torch.arange(len(data)), batch_size)])
+    return torch.cat([model(images) for images, _ in data.batches(batch_size)])
 
 
 def adversarial_accuracy(model: nn.Module, data: TensorImages, attack: AttackConfig, batch_size: int = 256) -> float:
     correct = 0
-    for idx in torch.split(torch.arange(len(data)), batch_size):
-        images, labels = data.batch(idx)
+    for images, labels in data.batches(batch_size):
         adversarial = pgd(model, images, labels, attack)
         with torch.no_grad():
             correct += int((model(adversarial).argmax(1) == labels).sum())
@@ -79,6 +73,13 @@ def max_softmax(logits: torch.Tensor) -> np.ndarray:
     return logits.softmax(1).max(1).values.numpy()
 
 
+def at_chance(accuracy_percent: float, classes: int, images: int) -> bool:
+    """Within three binomial standard deviations of guessing (or below): such a model has learned nothing, and
+    its other metrics (Adv-Acc above all) describe a constant, not a classifier."""
+    guess = 1.0 / classes
+    return accuracy_percent <= 100 * (guess + 3 * math.sqrt(guess * (1 - guess) / max(images, 1)))
+
+
 @dataclass
 class TableRow:
     """One row of the paper's Table I."""
@@ -87,6 +88,7 @@ class TableRow:
     nll: float
     adv_accuracy: float | None       # percent; None when the runtime has no gradients
     ood_roc_auc: float | None
+    at_chance: bool = False          # accuracy no better than guessing: every other number is meaningless
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,5 +97,7 @@ class TableRow:
 def table_row(logits: torch.Tensor, labels: torch.Tensor, adv_accuracy: float | None = None,
               ood_logits: torch.Tensor | None = None) -> TableRow:
     auc = ood_roc_auc(max_softmax(logits), max_softmax(ood_logits)) if ood_logits is not None else None
-    return TableRow(100 * accuracy(logits, labels), expected_calibration_error(logits.softmax(1), labels),
-                    negative_log_likelihood(logits, labels), None if adv_accuracy is None else 100 * adv_accuracy, auc)
+    acc = 100 * accuracy(logits, labels)
+    return TableRow(acc, expected_calibration_error(logits.softmax(1), labels),
+                    negative_log_likelihood(logits, labels), None if adv_accuracy is None else 100 * adv_accuracy, auc,
+                    at_chance(acc, logits.shape[1], len(labels)))

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 from .errors import EdgeticketError
 from .fileio import atomic_path, write_json, write_text
 
-COLUMNS = ["source", "method", "pattern", "sparsity", "acc", "ece", "nll", "adv_acc", "roc_auc", "params", "macs",
-           "latency_ms", "size_bytes", "onnx_acc"]
-
-
-LATENCY_DEVICE = "ort-cpu-1t"  # the report's latency column; other devices are in `bench --all-devices`
+LATENCY_DEVICE = "ort-cpu-1t"  # the accuracy-vs-latency plot's device; the tables show every benched one
 
 
 def reference() -> dict:
@@ -22,37 +22,112 @@ def reference() -> dict:
     return json.loads(resources.files("edgeticket").joinpath("reference.json").read_text())
 
 
-def _load(paths) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(paths)]
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EdgeticketError(f"{path} is not readable JSON ({type(error).__name__})",
+                              hint="delete it, or re-run the command that wrote it") from None
 
 
-def collect(runs_dir: str | Path) -> list[dict]:
-    """One row per evaluated torch ticket, joined with the bench and ONNX eval of its export (by ticket sha256)."""
+def current_cells(runs_dir: Path) -> set[Path] | None:
+    """In a sweep folder, the cells of its current config (results.jsonl); None elsewhere."""
+    listing = runs_dir / "results.jsonl"
+    if not listing.exists():
+        return None
+    return {runs_dir / json.loads(line)["cell"] for line in listing.read_text().splitlines() if line.strip()}
+
+
+def finetune_seed(provenance: dict) -> int | None:
+    stages = [s for s in provenance.get("stages", []) if s.get("stage") == "finetune"]
+    return stages[-1].get("seed") if stages else None
+
+
+def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
+    """One row per evaluated model: torch tickets joined with their ONNX eval and every bench of their exports (by
+    ticket sha256); ONNX models evaluated without their ticket get rows of their own. In a sweep folder only the
+    current config's cells count, unless `all_cells`."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise EdgeticketError(f"no such folder: {runs_dir}", hint="pass the folder that holds your runs")
-    evals = _load(runs_dir.rglob("*.eval.json"))
-    benches = {b["ticket_sha256"]: b for b in _load(runs_dir.rglob(f"*.{LATENCY_DEVICE}.bench.json"))
-               if b.get("ticket_sha256")}
-    onnx_evals = {e["ticket_sha256"]: e for e in evals if e["runtime"] == "onnxruntime"}
+    cells = None if all_cells else current_cells(runs_dir)
+    evals = [(path, read_json(path)) for path in sorted(runs_dir.rglob("*.eval.json"))
+             if cells is None or any(parent in cells for parent in path.parents)]
+    latency: dict[str, dict[str, float]] = {}
+    sizes: dict[str, int] = {}
+    for path in sorted(runs_dir.rglob("*.bench.json")):
+        bench = read_json(path)
+        if bench.get("ticket_sha256"):
+            latency.setdefault(bench["ticket_sha256"], {})[bench["device"]] = bench["latency"]["p50_ms"]
+            sizes.setdefault(bench["ticket_sha256"], bench.get("file_size_bytes"))
+    torch_tickets = {e["ticket_sha256"] for _, e in evals if e["runtime"] == "torch"}
+    onnx_evals = {e["ticket_sha256"]: e for _, e in evals if e["runtime"] == "onnxruntime"}
     rows = []
-    for result in (e for e in evals if e["runtime"] == "torch"):
-        prov, metrics = result["provenance"], result["metrics"]
-        bench = benches.get(result["ticket_sha256"], {})
-        onnx = onnx_evals.get(result["ticket_sha256"])
+    for path, result in evals:
+        if result["runtime"] != "torch" and result["ticket_sha256"] in torch_tickets:
+            continue  # shown as the ONNX Acc column of its ticket's row
+        prov, metrics, sha = result["provenance"], result["metrics"], result["ticket_sha256"]
+        onnx = onnx_evals.get(sha) if result["runtime"] == "torch" else result
         rows.append({"source": prov.get("source_kind", "unknown"), "method": prov.get("method", "dense"),
                      "pattern": prov.get("pattern", "-"), "sparsity": prov.get("sparsity", 0.0),
-                     "params_removed": prov.get("params_removed", 0.0), "target": result["data"],
+                     "seed": finetune_seed(prov), "params_removed": prov.get("params_removed", 0.0),
+                     "target": result["data"], "runtime": result["runtime"],
                      "acc": metrics["accuracy"], "ece": metrics["ece"], "nll": metrics["nll"],
                      "adv_acc": metrics["adv_accuracy"], "roc_auc": metrics["ood_roc_auc"],
-                     "params": result["size"]["params"], "nonzero_params": result["size"]["nonzero_params"],
-                     "macs": result["size"]["macs"],
-                     "latency_ms": bench.get("latency", {}).get("p50_ms"), "size_bytes": bench.get("file_size_bytes"),
-                     "onnx_acc": onnx["metrics"]["accuracy"] if onnx else None, "model": result["model"]})
+                     "at_chance": metrics.get("at_chance", False),
+                     "params": result["size"].get("params"), "nonzero_params": result["size"].get("nonzero_params"),
+                     "macs": result["size"].get("macs"), "latency_ms": latency.get(sha, {}),
+                     "size_bytes": sizes.get(sha) or result["size"].get("file_size_bytes"),
+                     "onnx_acc": onnx["metrics"]["accuracy"] if onnx else None, "model": result["model"],
+                     "file": str(path.relative_to(runs_dir)).removesuffix(".eval.json")})
     if not rows:
-        raise EdgeticketError(f"no evaluated tickets under {runs_dir}",
-                              hint="run `edgeticket eval TICKET --data D` first (it writes TICKET.eval.json)")
-    return sorted(rows, key=lambda r: (r["target"], r["method"], r["pattern"], r["source"], r["sparsity"]))
+        raise EdgeticketError(f"no evaluated models under {runs_dir}",
+                              hint="run `edgeticket eval MODEL --data D` first (it writes MODEL.eval.json)")
+    return sorted(rows, key=lambda r: (r["target"], r["method"], r["pattern"], r["source"], r["sparsity"],
+                                       r["seed"] if r["seed"] is not None else -1, r["file"]))
+
+
+GROUP = ("target", "source", "method", "pattern", "sparsity")
+SUMMARY_METRICS = ("acc", "ece", "nll", "adv_acc", "roc_auc")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation of each metric over the seeds of every grid point."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
+    return [{**dict(zip(GROUP, key)), "seeds": len(members),
+             **{m: mean_std([r[m] for r in members]) for m in SUMMARY_METRICS
+                if all(r[m] is not None for r in members)}}
+            for key, members in groups.items()]
+
+
+def paired_differences(rows: list[dict], baseline: str = "natural", confidence: float = 0.95) -> list[dict]:
+    """Accuracy of each other source minus the baseline's, paired by seed at the same grid point, with a
+    Student-t interval over the seeds: the spread that decides whether a claim stands."""
+    accuracy = {(r["target"], r["method"], r["pattern"], r["sparsity"], r["source"], r["seed"]): r["acc"]
+                for r in rows if r["seed"] is not None}
+    out = []
+    for point in sorted({key[:4] for key in accuracy}, key=str):
+        for source in sorted({key[4] for key in accuracy} - {baseline}):
+            seeds = sorted(key[5] for key in accuracy
+                           if key[:5] == (*point, source) and (*point, baseline, key[5]) in accuracy)
+            if not seeds:
+                continue
+            mean, std = mean_std([accuracy[(*point, source, s)] - accuracy[(*point, baseline, s)] for s in seeds])
+            n = len(seeds)
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n) if n > 1 else math.inf
+            verdict = ("one seed: no interval" if n == 1 else f"{source} better" if mean - half > 0 else
+                       f"{baseline} better" if mean + half < 0 else "interval spans 0")
+            out.append({**dict(zip(("target", "method", "pattern", "sparsity"), point)), "source": source,
+                        "baseline": baseline, "seeds": n, "mean": mean, "std": std, "low": mean - half,
+                        "high": mean + half, "verdict": verdict})
+    return out
 
 
 def paper_rows(arch: str = "resnet18") -> list[dict]:
@@ -68,29 +143,33 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any(l2 <= lat and a2 >= acc and (l2, a2) != (lat, acc) for l2, a2 in points)]
 
 
-def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(rows: list[dict], summary: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     paths = []
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key in sorted({(r["source"], r["method"], r["pattern"]) for r in rows}):
-        line = sorted((r["sparsity"], r["acc"]) for r in rows if (r["source"], r["method"], r["pattern"]) == key)
-        axis.plot(*zip(*line), marker="o", label=" ".join(key))
-    axis.set(xlabel="sparsity (--sparsity)", ylabel="target accuracy (%)", title="robust vs natural tickets")
+    for key in sorted({(g["source"], g["method"], g["pattern"]) for g in summary}):
+        line = sorted((g["sparsity"], *g["acc"]) for g in summary if (g["source"], g["method"], g["pattern"]) == key)
+        x, mean, std = zip(*line)
+        axis.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=" ".join(key))
+    seeds = max(g["seeds"] for g in summary)
+    axis.set(xlabel="sparsity (--sparsity)", ylabel="target accuracy (%)",
+             title="robust vs natural tickets" + (f" (mean and std over {seeds} seeds)" if seeds > 1 else ""))
     axis.legend()
     axis.grid(alpha=0.3)
     paths.append(_save(figure, out_dir / "accuracy_vs_sparsity.png"))
-    timed = [r for r in rows if r["latency_ms"] is not None]
+    timed = [r for r in rows if LATENCY_DEVICE in r["latency_ms"]]
     if timed:
         figure, axis = plt.subplots(figsize=(6, 4))
         for source in sorted({r["source"] for r in timed}):
             mine = [r for r in timed if r["source"] == source]
-            axis.scatter([r["latency_ms"] for r in mine], [r["acc"] for r in mine], label=source)
-        front = sorted((timed[i]["latency_ms"], timed[i]["acc"])
-                       for i in pareto_front([(r["latency_ms"], r["acc"]) for r in timed]))
+            axis.scatter([r["latency_ms"][LATENCY_DEVICE] for r in mine], [r["acc"] for r in mine], label=source)
+        points = [(r["latency_ms"][LATENCY_DEVICE], r["acc"]) for r in timed]
+        front = sorted(points[i] for i in pareto_front(points))
         axis.plot(*zip(*front), color="black", linestyle="--", label="Pareto front")
-        axis.set(xlabel="p50 latency (ms, onnxruntime CPU)", ylabel="target accuracy (%)", title="accuracy vs latency")
+        axis.set(xlabel=f"p50 latency (ms, {LATENCY_DEVICE})", ylabel="target accuracy (%)",
+                 title="accuracy vs latency")
         axis.legend()
         axis.grid(alpha=0.3)
         paths.append(_save(figure, out_dir / "accuracy_vs_latency.png"))
@@ -111,57 +190,118 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def table_lines(rows: list[dict]) -> list[list[str]]:
+def _spread(pair: tuple[float, float] | None, digits: int = 2) -> str:
+    return "-" if pair is None else f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def devices_of(rows: list[dict]) -> list[str]:
+    return sorted({device for r in rows for device in r["latency_ms"]})
+
+
+def rows_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Every evaluated model; a p50 column per benched device; accuracy at chance is flagged."""
     from .tables import human_bytes, human_count
-    return [[r["source"], r["method"], r["pattern"], _fmt(r["sparsity"]), _fmt(r["acc"]), _fmt(r["ece"], 4),
-             _fmt(r["nll"], 3), _fmt(r["adv_acc"]), _fmt(r["roc_auc"]), human_count(r["nonzero_params"]),
-             human_count(r["macs"]), _fmt(r["latency_ms"], 3), human_bytes(r["size_bytes"]) if r["size_bytes"] else "-",
-             _fmt(r["onnx_acc"])] for r in rows]
+    devices = devices_of(rows)
+    header = ["source", "method", "pattern", "sparsity", "seed", "Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC",
+              "params", "MACs", "size", "ONNX Acc %", *[f"p50 ms {d}" for d in devices], "file"]
+    lines = [[r["source"], r["method"], r["pattern"], _fmt(r["sparsity"]), _fmt(r["seed"]),
+              _fmt(r["acc"]) + (" (chance)" if r["at_chance"] else ""), _fmt(r["ece"], 4), _fmt(r["nll"], 3),
+              _fmt(r["adv_acc"]), _fmt(r["roc_auc"]),
+              human_count(r["nonzero_params"]) if r["nonzero_params"] is not None else "-",
+              human_count(r["macs"]) if r["macs"] is not None else "-",
+              human_bytes(r["size_bytes"]) if r["size_bytes"] else "-", _fmt(r["onnx_acc"]),
+              *[_fmt(r["latency_ms"].get(d), 3) for d in devices], r["file"]] for r in rows]
+    return header, lines
 
 
-HEADER = ["source", "method", "pattern", "sparsity", "Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC", "params",
-          "MACs", "p50 ms", "size", "ONNX Acc %"]
+SUMMARY_HEADER = ["source", "method", "pattern", "sparsity", "seeds", "Acc %", "Adv-Acc %", "ECE", "NLL", "ROC-AUC"]
+PAIRED_HEADER = ["method", "pattern", "sparsity", "difference", "seeds", "mean (points)", "std", "95% interval",
+                 "verdict"]
+
+
+def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    return SUMMARY_HEADER, [[g["source"], g["method"], g["pattern"], _fmt(g["sparsity"]), str(g["seeds"]),
+                             _spread(g.get("acc")), _spread(g.get("adv_acc")), _spread(g.get("ece"), 4),
+                             _spread(g.get("nll"), 3), _spread(g.get("roc_auc"), 3)] for g in summary]
+
+
+def paired_table(differences: list[dict]) -> tuple[list[str], list[list[str]]]:
+    return PAIRED_HEADER, [[d["method"], d["pattern"], _fmt(d["sparsity"]), f"{d['source']} - {d['baseline']}",
+                            str(d["seeds"]), f"{d['mean']:+.2f}", f"{d['std']:.2f}",
+                            f"[{d['low']:+.2f}, {d['high']:+.2f}]" if math.isfinite(d["high"]) else "-",
+                            d["verdict"]] for d in differences]
+
+
+PAPER_TITLE = "The paper's Table I (ResNet-18, ImageNet -> CIFAR-10, OMP; sparsity = fraction of weights removed)"
 PAPER_HEADER = ["source", "sparsity", "Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC"]
 
 
-def paper_lines(arch: str = "resnet18") -> list[list[str]]:
-    return [[r["source"], _fmt(r["sparsity"], 4), _fmt(r["accuracy"]), _fmt(r["ece"], 4), _fmt(r["nll"], 4),
-             _fmt(r["adv_accuracy"]), _fmt(r["ood_roc_auc"])] for r in paper_rows(arch)]
+def paper_table(arch: str = "resnet18") -> tuple[list[str], list[list[str]]]:
+    return PAPER_HEADER, [[r["source"], _fmt(r["sparsity"], 4), _fmt(r["accuracy"]), _fmt(r["ece"], 4),
+                           _fmt(r["nll"], 4), _fmt(r["adv_accuracy"]), _fmt(r["ood_roc_auc"])]
+                          for r in paper_rows(arch)]
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
-                     ["| " + " | ".join(line) + " |" for line in lines])
+    """Cells are written whole (a pipe inside one is escaped), never truncated."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|")
+    return "\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] +
+                     ["| " + " | ".join(map(cell, line)) + " |" for line in lines])
 
 
 @dataclass
 class Report:
     rows: list[dict]
+    summary: list[dict]       # per grid point, over seeds
+    differences: list[dict]   # each source minus natural, paired by seed
     markdown: Path
     json: Path
     plots: list[Path]
     failed: list[dict]
+    paper: bool = True
+
+    @property
+    def seeds(self) -> int:
+        return max((g["seeds"] for g in self.summary), default=0)
+
+    def sections(self) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+        """(title, table) in reading order; the CLI prints them, report.md writes them."""
+        targets = ", ".join(sorted({r["target"] for r in self.rows}))
+        out = [(f"Every evaluated model on {targets}", rows_table(self.rows))]
+        if self.seeds > 1:
+            out += [(f"Mean ± std over seeds (sample std; {self.seeds} seeds at most)", summary_table(self.summary)),
+                    ("Accuracy difference to natural, paired by seed (95% Student-t interval over seeds)",
+                     paired_table(self.differences))]
+        elif self.differences:
+            out.append(("Accuracy difference to natural: one seed, so no interval; run a sweep with several seeds "
+                        "(examples/paper_small.toml) before drawing a conclusion", paired_table(self.differences)))
+        if self.failed:
+            out.append(("Failed cells", (["cell", "error"], [[f["cell"], f["error"]] for f in self.failed])))
+        if self.paper:
+            out.append((PAPER_TITLE, paper_table()))
+        return out
 
 
-def failed_cells(runs_dir: Path) -> list[dict]:
+def failed_cells(runs_dir: Path, all_cells: bool = False) -> list[dict]:
     """Sweep cells whose result.json says they failed, with their errors."""
-    return [r for r in _load(runs_dir.rglob("result.json")) if r.get("status") == "failed"]
+    cells = None if all_cells else current_cells(runs_dir)
+    return [r for r in (read_json(p) for p in sorted(runs_dir.rglob("result.json"))
+                        if cells is None or p.parent in cells) if r.get("status") == "failed"]
 
 
-def write_report(runs_dir: str | Path) -> Report:
+def write_report(runs_dir: str | Path, paper: bool = True, all_cells: bool = False) -> Report:
     runs_dir = Path(runs_dir)
-    rows = collect(runs_dir)
-    failed = failed_cells(runs_dir)
-    plots = plot(rows, runs_dir)
-    targets = ", ".join(sorted({r["target"] for r in rows}))
-    text = "\n\n".join([
-        f"# edgeticket report: {runs_dir}", f"Target: {targets}. Latency: onnxruntime CPU p50 at batch 1.",
-        markdown_table(HEADER, table_lines(rows)),
-        "## The paper's Table I (ResNet-18, ImageNet -> CIFAR-10, OMP; sparsity = fraction of weights removed)",
-        markdown_table(PAPER_HEADER, paper_lines()),
-        *(["## Failed cells\n\n" + markdown_table(["cell", "error"], [[f["cell"], f["error"]] for f in failed])]
-          if failed else []),
-        *[f"![{p.stem}]({p.name})" for p in plots]]) + "\n"
-    write_text(text, runs_dir / "report.md")
-    write_json({"rows": rows, "failed": failed, "paper_table1_resnet18": paper_rows()}, runs_dir / "report.json")
-    return Report(rows, runs_dir / "report.md", runs_dir / "report.json", plots, failed)
+    rows = collect(runs_dir, all_cells)
+    summary = seed_summary(rows)
+    report = Report(rows, summary, paired_differences(rows), runs_dir / "report.md", runs_dir / "report.json",
+                    plot(rows, summary, runs_dir), failed_cells(runs_dir, all_cells), paper)
+    text = "\n\n".join([f"# edgeticket report: {runs_dir}",
+                         "Latency: p50 at batch 1 per benched device profile. A row flagged (chance) is no better "
+                         "than guessing: its other metrics describe a constant, not a classifier.",
+                         *[f"## {title}\n\n{markdown_table(*table)}" for title, table in report.sections()],
+                         *[f"![{p.stem}]({p.name})" for p in report.plots]]) + "\n"
+    write_text(text, report.markdown)
+    write_json({"rows": rows, "summary": summary, "differences": report.differences, "failed": report.failed,
+                **({"paper_table1_resnet18": paper_rows()} if paper else {})}, report.json)
+    return report

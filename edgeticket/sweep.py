@@ -1,9 +1,10 @@
 """The paper's grid: sources x methods x patterns x sparsities x targets x seeds.
 
-Each cell runs in a folder named from its config (draw -> finetune -> eval (torch and ONNX) -> export ->
-bench) and writes `result.json` last, so a cell with a result is skipped and a killed sweep resumes where
-it stopped. A cell that fails records its error and the sweep goes on. Sources are pretrained once per kind
-(natural / robust / noise) and cached, or read from checkpoint files named in the config.
+Each cell runs in a folder named by its grid coordinates and a short hash of its whole recipe (open_lth),
+draw -> finetune -> eval (torch and ONNX) -> export -> bench, and writes `result.json` last: a cell with a
+result is skipped and a killed sweep resumes where it stopped, while a changed recipe makes new cells. A cell
+that fails records its error and the sweep goes on. Sources are pretrained once per kind (natural / robust /
+noise) and seed, and cached, or read from checkpoint files named in the config.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .report import Report, write_report
 from .tickets import DrawConfig, Ticket, draw_ticket
 from .tickets.draw import DrawTraining
 from .tickets.patterns import PATTERNS
-from .train import TrainConfig, finetune, pretrain, save_result, state_file
+from .train import FINETUNE, PRETRAIN, TrainConfig, finetune, pretrain, save_result, state_file
 
 
 def default_cache() -> Path:
@@ -48,13 +49,15 @@ class SweepConfig:
     source_files: dict[str, str] = field(default_factory=dict)
     source_images: int = 20000
     source_epochs: int = 2
+    source_lr: float = PRETRAIN.lr
+    source_batch_size: int = PRETRAIN.batch_size
     pgd_steps: int = 3
     # the grid
     methods: list[str] = field(default_factory=lambda: ["omp"])
     patterns: list[str] = field(default_factory=lambda: ["channel"])
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])
     targets: list[str] = field(default_factory=lambda: ["digits"])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0])   # each seed pretrains its own sources, too
     round_to: int = 1  # channel tickets keep a multiple of this many channels per layer
     # drawing methods that train (imp, a-imp, lmp)
     on: str = "downstream"
@@ -65,10 +68,11 @@ class SweepConfig:
     target_images: int = 300
     finetune_mode: str = "whole"
     finetune_epochs: int = 30
-    finetune_lr: float = 0.05
+    finetune_lr: float = FINETUNE.lr
     attack: str = "linf:8/255"
     attack_steps: int = 20
     adv_images: int = 599
+    deploy: bool = True  # export each cell to ONNX, evaluate it in onnxruntime and bench it
     bench_runs: int = 200
     bench_seconds: float = 2.0
 
@@ -101,6 +105,13 @@ class SweepConfig:
             AttackConfig.parse(threat, self.pgd_steps)
 
 
+GRID = ("out", "cache", "sources", "source_files", "methods", "patterns", "sparsities", "targets", "seeds")
+
+
+def short_hash(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Cell:
     source: str
@@ -109,32 +120,44 @@ class Cell:
     sparsity: float
     target: str
     seed: int
+    recipe: str = ""  # short hash of everything that determines the cell's result
 
     @property
     def name(self) -> str:
-        return f"{self.source}/{self.method}-{self.pattern}-{self.sparsity:g}-{self.target}-s{self.seed}"
+        return f"{self.source}/{self.method}-{self.pattern}-{self.sparsity:g}-{self.target}-s{self.seed}-{self.recipe}"
+
+
+def cell_recipe(config: SweepConfig, coordinates: tuple) -> dict:
+    """The cell's coordinates, how its source is made (or which file it is), and every non-grid setting."""
+    source = coordinates[0]
+    fixed = {k: v for k, v in asdict(config).items() if k not in GRID}
+    return {**fixed, "coordinates": coordinates, "round_to": config.rounding(coordinates[2]),
+            "source": config.source_files.get(source) or config.sources[source]}
 
 
 def cells(config: SweepConfig) -> list[Cell]:
-    return [Cell(*values) for values in itertools.product(list(config.sources) + [k for k in config.source_files
-                                                                                  if k not in config.sources],
-                                                          config.methods, config.patterns, config.sparsities,
-                                                          config.targets, config.seeds)]
+    kinds = list(config.sources) + [k for k in config.source_files if k not in config.sources]
+    grid = itertools.product(kinds, config.methods, config.patterns, config.sparsities, config.targets, config.seeds)
+    return [Cell(*values, recipe=short_hash(cell_recipe(config, values))) for values in grid]
 
 
-def source_ticket(config: SweepConfig, kind: str) -> Path:
-    """A source checkpoint: the file the config names, or one pretrained here (cached by its recipe)."""
+def source_recipe(config: SweepConfig, kind: str, seed: int) -> TrainConfig:
+    return dataclasses.replace(PRETRAIN, epochs=config.source_epochs, lr=config.source_lr,
+                               batch_size=config.source_batch_size, seed=seed,
+                               attack=AttackConfig.parse(config.sources[kind], config.pgd_steps))
+
+
+def source_ticket(config: SweepConfig, kind: str, seed: int) -> Path:
+    """A source checkpoint: the file the config names, or one pretrained here for this seed (cached by recipe)."""
     if kind in config.source_files:
         return Path(config.source_files[kind])
-    attack = AttackConfig.parse(config.sources[kind], config.pgd_steps)
-    train = TrainConfig(epochs=config.source_epochs, lr=0.05, batch_size=128, attack=attack)
-    key = hashlib.sha256(json.dumps([config.arch, config.source_data, config.source_images, asdict(train)],
-                                    default=str).encode()).hexdigest()[:12]
-    path = config.cache / f"{config.source_data}-{config.arch}-{kind}-{key}.ticket"
+    train = source_recipe(config, kind, seed)
+    key = short_hash([config.arch, config.source_data, config.source_images, asdict(train)])
+    path = config.cache / f"{config.source_data}-{config.arch}-{kind}-s{seed}-{key}.ticket"
     if path.exists():
         info(f"[dim]reusing {kind} source {path}[/]")
         return path
-    splits = load_dataset(DataConfig(config.source_data, subset=config.source_images))
+    splits = load_dataset(DataConfig(config.source_data, subset=config.source_images, seed=seed))
     ticket, _ = pretrain(config.arch, splits, train, state_path=state_file(path))
     save_result(ticket, path)
     return path
@@ -163,13 +186,15 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
         ticket = Ticket.load(drawn)
         target = load_dataset(DataConfig(cell.target, subset=config.target_images, seed=cell.seed,
                                          image_size=ticket.input_size[-1], channels=ticket.input_size[0]))
-        recipe = TrainConfig(epochs=config.finetune_epochs, lr=config.finetune_lr, mode=config.finetune_mode,
-                             seed=cell.seed)
+        recipe = dataclasses.replace(FINETUNE, epochs=config.finetune_epochs, lr=config.finetune_lr,
+                                     mode=config.finetune_mode, seed=cell.seed)
         save_result(finetune(ticket, target, recipe, state_file(tuned))[0], tuned)
     evaluation = EvalConfig(cell.target, ood=config.source_data, attack=config.attack,
                             attack_steps=config.attack_steps, adv_images=config.adv_images)
     if not Path(f"{tuned}.eval.json").exists():
         evaluate(tuned, evaluation)
+    if not config.deploy:
+        return json.loads(Path(f"{tuned}.eval.json").read_text())["metrics"]
     if not onnx.exists():
         export_onnx(Ticket.load(tuned), onnx, sha256_file(tuned))
     if not Path(f"{onnx}.eval.json").exists():
@@ -185,7 +210,7 @@ def run_sweep(config: SweepConfig) -> Report:
     write_json(asdict(config), config.out / "config.json")
     grid = cells(config)
     pending = [c for c in grid if not _finished(config, c)]
-    sources: dict[str, Path] = {}
+    sources: dict[tuple[str, int], Path] = {}
     done = failed = 0
     with progress_bar() as bar:
         task = bar.add_task("sweep", total=len(grid), completed=len(grid) - len(pending),
@@ -195,9 +220,9 @@ def run_sweep(config: SweepConfig) -> Report:
                                     f"{len(pending) - done - failed} left)")
             began = time.perf_counter()
             try:
-                if cell.source not in sources:
-                    sources[cell.source] = source_ticket(config, cell.source)
-                metrics = run_cell(config, cell, sources[cell.source])
+                if (cell.source, cell.seed) not in sources:
+                    sources[cell.source, cell.seed] = source_ticket(config, cell.source, cell.seed)
+                metrics = run_cell(config, cell, sources[cell.source, cell.seed])
                 result = {"status": "ok", "metrics": metrics}
                 done += 1
             except EdgeticketError as error:

@@ -10,10 +10,11 @@ CPU, nccl on GPUs) and shards every batch with a DistributedSampler; only rank 0
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from .attacks import AttackConfig, perturb
+from .attacks import perturb
+from .config import FINETUNE, PRETRAIN, AttackConfig, TrainConfig  # noqa: F401  (re-exported)
+from .batchnorm import reestimate_batchnorm
 from .console import progress_bar
 from .data import ImageSplits, TensorImages
 from .errors import EdgeticketError
@@ -32,31 +35,6 @@ from .fileio import save_torch
 from .models import get_arch, get_model, replace_submodule, residual_blocks
 from .tickets.masks import apply_masks
 from .tickets.ticket import Ticket
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    lr: float = 0.01
-    batch_size: int = 64                        # global batch, split across DDP processes
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_drops: tuple[float, ...] = (1 / 3, 2 / 3)  # lr x0.1 at these fractions of the epochs (the paper's 50/100 of 150)
-    mode: str = "whole"                         # whole | linear | last-k:K
-    attack: AttackConfig = field(default_factory=AttackConfig)
-    seed: int = 0
-    device: str = "auto"                        # auto | cpu | cuda | cuda:N
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise EdgeticketError("epochs, batch size and lr must be positive", hint="e.g. --epochs 30 --lr 0.01")
-        if not (self.mode in ("whole", "linear") or self.mode.startswith("last-k:")):
-            raise EdgeticketError(f"unknown --mode '{self.mode}'", hint="choose whole, linear or last-k:K (e.g. last-k:3)")
-        if self.mode.startswith("last-k:") and not self.mode[7:].isdigit():
-            raise EdgeticketError(f"bad --mode '{self.mode}'", hint="K is a whole number of residual blocks: last-k:3")
-
-    def milestones(self) -> list[int]:
-        return sorted({max(1, round(f * self.epochs)) for f in self.lr_drops if round(f * self.epochs) < self.epochs})
 
 
 @dataclass
@@ -211,8 +189,22 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
                             "rng": torch.get_rng_state(), "history": [asdict(r) for r in history]}, state_path)
             if on_epoch and env.is_main:
                 on_epoch(record)
+    settle_batchnorm(network, modules, data, config, device)
     trained = ticket.with_model(network.model.cpu().eval())
     return trained, history
+
+
+def settle_batchnorm(network: nn.Module, modules: list[nn.Module] | None, data: TensorImages, config: TrainConfig,
+                     device: torch.device) -> None:
+    """Re-estimate the trained BatchNorms' statistics on the training objective's inputs (PGD examples made by
+    the final model, noisy or clean images), so eval mode matches what training saw (see batchnorm.py)."""
+    if config.batchnorm_images == 0:
+        return
+    attacker = copy.deepcopy(network).eval()  # attacks see the final statistics, not half re-estimated ones
+    inputs = (perturb(attacker, images.to(device), labels.to(device), config.attack)
+              for images, labels in data.batches(config.batch_size, config.batchnorm_images))
+    reestimate_batchnorm(network, inputs, modules)
+
 
 
 def recipe(config: TrainConfig, data_name: str, images: int) -> dict:

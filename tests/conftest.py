@@ -22,7 +22,9 @@ def small_checkpoint(tmp_path):
 
 @pytest.fixture(scope="session")
 def digits_ticket():
-    """A 50% channel small ResNet finetuned briefly on digits (about 90% test accuracy): a real target model."""
+    """A 50% channel small ResNet finetuned briefly on digits (90% test accuracy, pinned in test_evaluate): a real
+    target model. Before BatchNorm statistics were re-estimated after training, this fixture scored 10% (chance)
+    in eval mode, and the int8 check agreed 100% with a model that predicted one class."""
     from edgeticket.data import DataConfig, load_dataset
     from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
     from edgeticket.train import TrainConfig, finetune
@@ -32,4 +34,4 @@ def digits_ticket():
                     (0.3,), [str(i) for i in range(10)], provenance={"source_kind": "robust"})
     ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
     digits = load_dataset(DataConfig("digits", subset=300, image_size=28, channels=1))
-    return finetune(ticket, digits, TrainConfig(epochs=4, lr=0.05))[0]
+    return finetune(ticket, digits, TrainConfig(epochs=8, lr=0.05))[0]

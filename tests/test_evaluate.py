@@ -1,8 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 
 from edgeticket.cli import app
+from edgeticket.errors import EdgeticketError
 from edgeticket.evaluate import EvalConfig, evaluate
 from edgeticket.export import export_onnx
 from edgeticket.fileio import sha256_file
@@ -24,6 +26,7 @@ def test_torch_and_onnx_accuracy_agree(tuned):
     config = EvalConfig("digits", ood="gaussian-noise", attack="linf:8/255", attack_steps=3, adv_images=64)
     torch_result, onnx_result = evaluate(tuned / "t.ticket", config), evaluate(tuned / "t.onnx", config)
     assert abs(torch_result.metrics.accuracy - onnx_result.metrics.accuracy) <= 0.1
+    assert torch_result.metrics.accuracy > 80  # a real model: agreement tests downstream mean something
     assert torch_result.metrics.adv_accuracy is not None and onnx_result.metrics.adv_accuracy is None
     assert 0 <= torch_result.metrics.ood_roc_auc <= 1 and torch_result.metrics.adv_accuracy <= torch_result.metrics.accuracy
     assert "no gradients" in onnx_result.note
@@ -35,11 +38,58 @@ def test_report_joins_eval_and_bench(tuned, runner):
     result = runner.invoke(app, ["report", str(tuned), "--json"])
     assert result.exit_code == 0, result.output
     rows = collect(tuned)
-    assert len(rows) == 1 and rows[0]["source"] == "robust" and rows[0]["latency_ms"] > 0
-    assert rows[0]["onnx_acc"] == pytest.approx(rows[0]["acc"], abs=0.1)
+    assert len(rows) == 1 and rows[0]["source"] == "robust" and rows[0]["latency_ms"]["ort-cpu-1t"] > 0
+    assert rows[0]["onnx_acc"] == pytest.approx(rows[0]["acc"], abs=0.1) and rows[0]["file"] == "t.ticket"
     report = write_report(tuned)
     assert report.markdown.exists() and all(p.exists() and p.stat().st_size > 1000 for p in report.plots)
     assert "96.3" in report.markdown.read_text()  # the paper's Table I beside ours
+    assert "96.3" not in write_report(tuned, paper=False).markdown.read_text()
+
+
+def fake_eval(folder, name, source, seed, accuracy, runtime="torch", sha=None, classes_ok=True):
+    """An eval sidecar as `evaluate` writes it, for testing the report's arithmetic on chosen numbers."""
+    provenance = {"source_kind": source, "method": "omp", "pattern": "channel", "sparsity": 0.5,
+                  "stages": [{"stage": "finetune", "seed": seed}]}
+    record = {"model": str(folder / name), "runtime": runtime, "data": "digits", "test_images": 599, "ood": None,
+              "attack": "none", "note": "", "ticket_sha256": sha or f"{source}{seed}", "provenance": provenance,
+              "size": {"params": 100, "nonzero_params": 100, "macs": 1000},
+              "metrics": {"accuracy": accuracy, "ece": 0.05, "nll": 0.2, "adv_accuracy": None, "ood_roc_auc": None,
+                          "at_chance": not classes_ok}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.eval.json").write_text(json.dumps(record))
+
+
+def test_report_pairs_seeds_and_matches_scipy_paired_t_interval(tmp_path):
+    from scipy import stats
+    natural, robust = [90.0, 92.5, 91.0, 89.0], [93.0, 92.0, 95.5, 90.0]
+    for seed, (n, r) in enumerate(zip(natural, robust)):
+        fake_eval(tmp_path / f"s{seed}", "natural.ticket", "natural", seed, n)
+        fake_eval(tmp_path / f"s{seed}", "robust.ticket", "robust", seed, r)
+    report = write_report(tmp_path, paper=False)
+    (difference,) = report.differences
+    reference = stats.ttest_rel(robust, natural).confidence_interval(0.95)
+    assert difference["seeds"] == 4 and difference["mean"] == pytest.approx(np.mean(robust) - np.mean(natural))
+    assert (difference["low"], difference["high"]) == pytest.approx((reference.low, reference.high))
+    assert difference["verdict"] == "interval spans 0"  # [-0.9, +4.9]: not a claim
+    robust_summary = next(g for g in report.summary if g["source"] == "robust")
+    assert robust_summary["acc"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
+    text = report.markdown.read_text()
+    assert "95% interval" in text and "s0/natural.ticket" in text and "The paper" not in text
+
+
+def test_report_shows_onnx_only_evals_and_flags_chance(tmp_path):
+    fake_eval(tmp_path, "dead.ticket", "robust", 0, 10.0, classes_ok=False)
+    fake_eval(tmp_path, "foreign.onnx", "natural", 0, 88.0, runtime="onnxruntime", sha="other")
+    rows = collect(tmp_path)
+    assert {r["file"] for r in rows} == {"dead.ticket", "foreign.onnx"}
+    text = write_report(tmp_path).markdown.read_text()
+    assert "10.00 (chance)" in text and "foreign.onnx" in text
+
+
+def test_report_names_a_corrupt_sidecar(tmp_path):
+    (tmp_path / "x.ticket.eval.json").write_text("{not json")
+    with pytest.raises(EdgeticketError, match="x.ticket.eval.json"):
+        collect(tmp_path)
 
 
 def test_pareto_front():
@@ -51,6 +101,14 @@ def test_gap_names_what_it_measures(tuned):
     result = domain_gap(load_checkpoint(tuned / "t.ticket"), "fashion-mnist", "digits", limit=300)
     assert result.distance > 0 and result.baseline >= 0 and "not the Inception FID" in result.note
     assert ("robust" in result.recommendation) == (result.ratio >= 2.0)
+    assert result.head_accuracy > 80  # the digits head, measured on digits
+
+
+def test_gap_gives_no_advice_from_a_dead_model(tuned):
+    ticket = load_checkpoint(tuned / "t.ticket")
+    ticket.state_dict["fc.weight"].zero_()  # predicts one class for every image
+    result = domain_gap(ticket, "fashion-mnist", "digits", limit=300)
+    assert result.head_accuracy < 15 and result.recommendation.startswith("no recommendation")
 
 
 def test_demo_quick_end_to_end(tmp_path, runner):

@@ -8,7 +8,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +32,15 @@ class TensorImages:
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[indices].float().div_(255.0), self.labels[indices]
+
+    def head(self, count: int | None) -> "TensorImages":
+        """The first `count` images (all when None)."""
+        return self if not count or count >= len(self) else TensorImages(self.images[:count], self.labels[:count])
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) in order, over the first `limit` images (all when None)."""
+        for indices in torch.split(torch.arange(min(len(self), limit or len(self))), batch_size):
+            yield self.batch(indices)
 
 
 @dataclass

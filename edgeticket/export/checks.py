@@ -19,7 +19,8 @@ from ..tickets.ticket import Ticket
 
 # per-format fp32 tolerance (atol, rtol) on logits; why each is what it is:
 FP32_TOLERANCE = {
-    "onnx": (1e-4, 0.0),        # the same fp32 kernels up to summation order (measured: <= 4e-6)
+    "onnx": (1e-4, 1e-6),       # the same fp32 kernels up to summation order (measured: <= 4e-6); relative
+                                # 1e-6 (~8 float32 ulps) so logits of 1e8 are not held to 1e-4
     "executorch": (1e-3, 0.0),  # XNNPACK's own conv kernels and blocking (measured: <= 4e-6)
     "ncnn": (1e-3, 2e-3),       # pnnx's graph rewrites and ncnn's kernels: measured 1.2e-2 at logits of +-9
 }                               # (1.3e-3 relative) on resnet18 224x224, with fp16 storage and Winograd off too

@@ -50,8 +50,7 @@ def run_onnx(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
 
 def predict_onnx(session: ort.InferenceSession, data: TensorImages, batch_size: int = 256) -> np.ndarray:
     """Logits for a whole image set, in batches, through one session."""
-    return np.concatenate([run_onnx(session, data.batch(idx)[0].numpy())
-                           for idx in torch.split(torch.arange(len(data)), batch_size)])
+    return np.concatenate([run_onnx(session, images.numpy()) for images, _ in data.batches(batch_size)])
 
 
 def add_metadata(path: Path, entries: dict[str, str]) -> None:

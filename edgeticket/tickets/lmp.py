@@ -27,6 +27,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.func import functional_call
 
+from ..batchnorm import reestimate_batchnorm
 from ..models import get_arch
 from ..models.normalize import Normalized
 from .channel import channel_pruner, kept_channels, prune_channels
@@ -99,22 +100,6 @@ class RankImportance(tp.importance.Importance):
         return self.ranks.get(group[0].dep.target.module)
 
 
-@torch.no_grad()
-def reestimate_batchnorm(network: nn.Module, images, batch_size: int = 64) -> None:
-    """Running statistics of every BatchNorm re-estimated (cumulative average) on `images` under the mask."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    network.train()
-    for indices in torch.split(torch.arange(len(images)), batch_size):
-        network(images.batch(indices)[0])
-    network.eval()
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
-
-
 def learn_scores(scores: dict, hard: Callable[[], dict], forward, splits, params: list, config: DrawConfig) -> dict:
     """Straight-through training of the scores; returns the final hard keep-masks."""
     from ..train import Distributed, TrainConfig, epoch_batches
@@ -180,5 +165,5 @@ def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
             for name, param in model.named_parameters():
                 if name in final:
                     param.mul_(final[name])
-    reestimate_batchnorm(network, splits.train)
+    reestimate_batchnorm(network, (images for images, _ in splits.train.batches(64)))
     return PruneState(model, history, {} if gates else final, start.class_names)

@@ -40,3 +40,29 @@ def test_failed_parity_leaves_no_file(ticket, tmp_path, monkeypatch):
         export_onnx(ticket, tmp_path / "new.onnx")
     assert (tmp_path / "old.onnx").read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx", "small.pt"]
+
+
+def test_huge_logits_export_within_float32_rounding(ticket, tmp_path):
+    """Logits of ~1e8 differ by ~1e1 from summation order alone (6e-7 relative): that is not a failed export."""
+    with torch.no_grad():
+        ticket.state_dict["fc.weight"].mul_(1e9)
+        ticket.state_dict["fc.bias"].mul_(1e9)
+    report = export_onnx(ticket, tmp_path / "huge.onnx")
+    assert report.value > 1e-4  # the old absolute-only check refused this valid model
+    assert report.value <= report.threshold and report.threshold > 1e-6 * 1e7
+
+
+@pytest.mark.parametrize("error, passes", [(5e-5, True), (3e-4, False)])
+def test_normal_logits_keep_the_absolute_1e4_check(ticket, error, passes):
+    module = ticket.deployable()
+
+    def runtime(images):
+        with torch.no_grad():
+            return module(torch.from_numpy(images)).numpy() + error
+
+    if passes:
+        diff, limit = checks.check_fp32("onnx", runtime, ticket)
+        assert diff == pytest.approx(error, rel=0.1) and limit < 1.1e-4
+    else:
+        with pytest.raises(EdgeticketError, match="parity"):
+            checks.check_fp32("onnx", runtime, ticket)

@@ -89,3 +89,54 @@ def test_round_to_keeps_multiples_and_never_empties_a_layer(source):
 def test_round_to_needs_the_channel_pattern(source):
     with pytest.raises(EdgeticketError, match="--pattern channel"):
         draw_ticket(source, DrawConfig(pattern="unstructured", round_to=8))
+
+
+# --- differential tests: OMP against torch.nn.utils.prune, channel choice against torch-pruning's importance ---
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.8])
+def test_omp_unstructured_layerwise_equals_torch_l1_unstructured(source, sparsity):
+    from torch.nn.utils import prune
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="unstructured", sparsity=sparsity, scope="layerwise"))
+    reference = source.build_model()
+    modules = dict(reference.named_modules())
+    for name in ticket.masks:
+        module = modules[name.removesuffix(".weight")]
+        prune.l1_unstructured(module, "weight", amount=sparsity)
+        assert torch.equal(ticket.masks[name], module.weight_mask.bool()), name
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.8])
+def test_omp_unstructured_global_equals_torch_global_unstructured(source, sparsity):
+    from torch.nn.utils import prune
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="unstructured", sparsity=sparsity, scope="global"))
+    reference = source.build_model()
+    modules = dict(reference.named_modules())
+    targets = [(modules[name.removesuffix(".weight")], "weight") for name in ticket.masks]
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=sparsity)
+    for name in ticket.masks:
+        assert torch.equal(ticket.masks[name], modules[name.removesuffix(".weight")].weight_mask.bool()), name
+
+
+def kept_channels(pruned_bn: torch.Tensor, original_bn: torch.Tensor) -> list[int]:
+    """Which original channels a physically pruned layer kept, found by their (distinct) BatchNorm scales."""
+    return sorted(int((original_bn == value).nonzero()[0]) for value in pruned_bn)
+
+
+@pytest.mark.parametrize("layer", ["layer1.0.conv1", "layer3.0.conv1", "conv1"])  # the last: a residual-coupled group
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_channel_choice_equals_torch_pruning_magnitude_importance(source, layer, ratio):
+    import torch_pruning as tp
+    generator = torch.Generator().manual_seed(0)
+    for key in source.state_dict:  # distinct BatchNorm scales: they enter the importance and name the channels
+        if key.endswith("bn1.weight") or key == "bn1.weight":
+            source.state_dict[key] = 1 + 0.1 * torch.randn(source.state_dict[key].shape, generator=generator)
+    ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=ratio))
+    reference = source.build_model()
+    conv = reference.get_submodule(layer)
+    graph = tp.DependencyGraph().build_dependency(reference, example_inputs=source.example_input())
+    group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+    scores = tp.importance.MagnitudeImportance(p=1)(group)
+    expected = sorted(scores.argsort(descending=True)[:int(conv.out_channels * (1 - ratio))].tolist())
+    norm = layer.replace("conv1", "bn1")
+    assert kept_channels(ticket.build_model().get_submodule(norm).weight.detach(),
+                         reference.get_submodule(norm).weight.detach()) == expected

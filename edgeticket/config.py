@@ -1,0 +1,84 @@
+"""The configuration types every layer shares; plain dataclasses, no torch, so any module (and the CLI's
+option defaults) can import them without cycles or start-up cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import EdgeticketError
+
+KINDS = ("none", "l2", "linf", "noise")
+
+
+def _number(text: str) -> float:
+    """'8/255' or '0.5'."""
+    try:
+        if "/" in text:
+            top, bottom = text.split("/")
+            return float(top) / float(bottom)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise EdgeticketError(f"'{text}' is not a number", hint="write eps as 0.5 or 8/255") from None
+
+
+@dataclass
+class AttackConfig:
+    kind: str = "none"                # none | l2 | linf | noise
+    eps: float = 0.0                  # radius (l2, linf) or sigma (noise)
+    steps: int = 3
+    step_size: float | None = None    # default 2.5 * eps / steps (Madry et al.)
+    random_start: bool = True
+
+    @classmethod
+    def parse(cls, spec: str, steps: int = 3, step_size: float | None = None) -> "AttackConfig":
+        """'none', 'l2:1.0', 'linf:8/255', 'noise:0.25'."""
+        kind, _, value = spec.partition(":")
+        if kind not in KINDS or (kind != "none" and not value):
+            raise EdgeticketError(f"bad threat model '{spec}'", hint="use none, l2:EPS, linf:EPS (e.g. 8/255) or noise:SIGMA")
+        eps = _number(value) if value else 0.0
+        if not math.isfinite(eps) or eps < 0 or steps < 1:
+            raise EdgeticketError(f"bad threat model '{spec}' with {steps} steps", hint="eps >= 0 and steps >= 1")
+        return cls(kind, eps, steps, step_size)
+
+    @property
+    def label(self) -> str:
+        return "none" if self.kind == "none" else f"{self.kind}:{self.eps:g}"
+
+    @property
+    def step(self) -> float:
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 64                        # global batch, split across DDP processes
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_drops: tuple[float, ...] = (1 / 3, 2 / 3)  # lr x0.1 at these fractions of the epochs (the paper's 50/100 of 150)
+    mode: str = "whole"                         # whole | linear | last-k:K
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    seed: int = 0
+    device: str = "auto"                        # auto | cpu | cuda | cuda:N
+    batchnorm_images: int = 2048                # BatchNorm statistics re-estimated on this many training inputs
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise EdgeticketError(f"epochs, batch size and lr must be positive and finite (got {self.epochs}, "
+                                  f"{self.batch_size}, {self.lr})", hint="e.g. --epochs 30 --lr 0.05")
+        if self.batchnorm_images < 0:
+            raise EdgeticketError("batchnorm_images must be >= 0", hint="0 keeps the running averages")
+        if not (self.mode in ("whole", "linear") or self.mode.startswith("last-k:")):
+            raise EdgeticketError(f"unknown --mode '{self.mode}'", hint="choose whole, linear or last-k:K (e.g. last-k:3)")
+        if self.mode.startswith("last-k:") and not self.mode[7:].isdigit():
+            raise EdgeticketError(f"bad --mode '{self.mode}'", hint="K is a whole number of residual blocks: last-k:3")
+
+    def milestones(self) -> list[int]:
+        return sorted({max(1, round(f * self.epochs)) for f in self.lr_drops if round(f * self.epochs) < self.epochs})
+
+
+# The defaults of `edgeticket pretrain` and `edgeticket finetune`; sweeps and the demo start from the same ones.
+PRETRAIN = TrainConfig(epochs=10, lr=0.05, batch_size=128)
+FINETUNE = TrainConfig(epochs=30, lr=0.05, batch_size=64)
