@@ -82,11 +82,11 @@ def inspect(path: Path, arch: Arch = None, trust_pickle: TrustPickle = False,
     size, layers = measure(model, ticket), layer_table(model)
     if json_output:
         return emit_json({"arch": ticket.arch, "input_size": ticket.input_size, "size": size.as_dict(),
-                          "provenance": ticket.provenance, "layers": [vars(r) for r in layers]})
+                          "provenance": ticket.provenance.to_dict(), "layers": [vars(r) for r in layers]})
     from .tables import human_count, key_values, rows_table
     key_values(f"{path.name}: {ticket.arch}", {"input": ticket.input_size, "classes": ticket.num_classes,
                "params": human_count(size.params), "non-zero params": human_count(size.nonzero_params),
-               "MACs": human_count(size.macs), **{k: v for k, v in ticket.provenance.items() if k != "stages"}})
+               "MACs": human_count(size.macs), **{k: v for k, v in ticket.provenance.to_dict().items() if k != "stages"}})
     rows_table("layers", ["layer", "kind", "in", "out", "weights", "sparsity"],
                [[r.name, r.kind, r.in_channels, r.out_channels, human_count(r.weights), f"{r.sparsity:.1%}"]
                 for r in layers])
@@ -119,33 +119,31 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
          source_kind: Annotated[Optional[str], typer.Option(help="robust | natural | noise, when the file does not say")] = None,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """Draw a ticket (a sparse subnetwork) from a pretrained checkpoint."""
+    from . import api
     from .fileio import sha256_file
-    from .models.checkpoints import load_checkpoint
-    from .tickets import DrawConfig, DrawTraining, draw_ticket
-    training = DrawTraining(on, data, str(data_root) if data_root else None, subset, rate, epochs, lr, attack, steps,
-                            rewind, seed)
-    config = DrawConfig(method, pattern, sparsity, scope, include_first_last, round_to, training)
-    config.validate()
-    source = load_checkpoint(checkpoint, arch, trust_pickle, source_kind)
-    source.provenance.setdefault("source_sha256", sha256_file(checkpoint))
-    ticket, report = draw_ticket(source, config)
-    ticket.save(output)
+    source = api.load(checkpoint, arch, trust_pickle, source_kind)
+    source.provenance.source_sha256 = source.provenance.source_sha256 or sha256_file(checkpoint)
+    ticket = api.draw(source, method=method, pattern=pattern, sparsity=sparsity, scope=scope,
+                      include_first_last=include_first_last, round_to=round_to, on=on, data=data, data_root=data_root,
+                      subset=subset, rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind,
+                      seed=seed, output=output)
+    report = api.draw_report(ticket)
     if json_output:
-        return emit_json({"output": str(output), **report.as_dict()})
+        return emit_json({"output": str(output), **report})
+    p = ticket.provenance
+    console.print(f"{method} {pattern} ticket -> {output}: target sparsity {sparsity:.1%}, achieved "
+                  f"{p.achieved_sparsity:.1%} of {'channels' if pattern == 'channel' else 'weights'}, "
+                  f"{p.params_removed:.1%} of parameters removed", markup=False)
     from .tables import before_after
-    console.print(f"[bold]{method}[/] {pattern} ticket -> {output}: target sparsity {sparsity:.1%}, "
-                  f"achieved {report.achieved_sparsity:.1%} of {'channels' if pattern == 'channel' else 'weights'}, "
-                  f"{report.params_removed:.1%} of parameters removed")
-    before_after("size", {"params": report.before.params, "non-zero params": report.before.nonzero_params,
-                          "MACs": report.before.macs},
-                 {"params": report.after.params, "non-zero params": report.after.nonzero_params,
-                  "MACs": report.after.macs})
+    before_after("size", {"params": p.params_before, "MACs": p.macs_before}, {"params": p.params_after,
+                                                                               "MACs": p.macs_after})
 
 
 @command("edgeticket export runs/t50-digits.ticket -o runs/t50.onnx --int8 --data digits")
 def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
            output: Annotated[Path, typer.Option("-o", "--output", help="File (.onnx, .pte) or folder (.ncnn) to write.")],
-           format: Annotated[str, typer.Option("--format", help="onnx | executorch | ncnn")] = "onnx",
+           format: Annotated[Optional[str], typer.Option("--format", help="onnx | executorch | ncnn (default: from "
+                                                                          "the output's suffix)")] = None,
            int8: Annotated[bool, typer.Option("--int8", help="Static QDQ int8 (onnx): calibrated on --data.")] = False,
            data: Annotated[Optional[str], typer.Option("--data", help="Calibration/check data for --int8.")] = None,
            data_root: Annotated[Optional[Path], typer.Option("--data-root")] = None,
@@ -153,22 +151,15 @@ def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
     """Export a ticket for an edge runtime; the output is checked against torch or not written."""
     from dataclasses import asdict
 
-    from .data import DataConfig, load_dataset
-    from .export import export as export_ticket
-    from .fileio import sha256_file
-    from .models.checkpoints import load_checkpoint
-    ticket = load_checkpoint(ticket_path)
-    name = data or (ticket.provenance.get("target") if int8 else None)
-    splits = load_dataset(DataConfig(name, str(data_root) if data_root else None, image_size=ticket.input_size[-1],
-                                     channels=ticket.input_size[0])) if int8 and name else None
-    report = export_ticket(ticket, output, format, int8, sha256_file(ticket_path), splits)
+    from . import api
+    report = api.export(ticket_path, output, format=format, int8=int8, data=data, data_root=data_root)
     if json_output:
         return emit_json(asdict(report))
     from .tables import human_bytes
     value, limit = ((f"{report.value:.2%}", f">= {report.threshold:.0%}") if report.precision == "int8"
                     else (f"{report.value:.3g}", f"<= {report.threshold:.3g}"))
     console.print(f"exported {report.format} {report.precision} -> {output} ({human_bytes(report.size_bytes)}); "
-                  f"check: {report.check} = {value} (needs {limit})")
+                  f"check: {report.check} = {value} (needs {limit})", markup=False)
 
 
 @command("edgeticket bench runs/t50.onnx --device ort-cpu-1t --data digits")
@@ -233,31 +224,14 @@ Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")]
 
 
-def train_config(mode: str, epochs: int, lr: float, batch_size: int, adv: str, steps: int, seed: int,
-                 device: str):
-    from .attacks import AttackConfig
-    from .train import TrainConfig
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, mode=mode,
-                         attack=AttackConfig.parse(adv, steps), seed=seed, device=device)
-    config.validate()
-    return config
-
-
-def epoch_printer(json_output: bool):
+def trained_summary(what: str, output: Path, ticket, epochs: list, json_output: bool) -> None:
     from dataclasses import asdict
-    return (lambda record: emit_json(asdict(record), indent=None)) if json_output else None
-
-
-def trained_summary(what: str, output: Path, ticket, splits, json_output: bool) -> None:
-    """Test accuracy of the trained ticket, recorded in its provenance and printed."""
-    from .metrics import accuracy, predict
-    acc = accuracy(predict(ticket.deployable(), splits.test), splits.test.labels)
-    ticket.provenance["stages"][-1]["test_accuracy"] = acc
-    from .train import save_result
-    save_result(ticket, output)
+    stage = ticket.provenance.stages[-1].details
     if json_output:
-        return emit_json({"output": str(output), "test_accuracy": acc, "provenance": ticket.provenance}, indent=None)
-    console.print(f"{what} -> {output}: {splits.name} test accuracy [bold]{acc:.2%}[/] on {len(splits.test)} images")
+        return emit_json({"output": str(output), "test_accuracy": stage["test_accuracy"],
+                          "epochs": [asdict(e) for e in epochs], "provenance": ticket.provenance.to_dict()})
+    console.print(f"{what} -> {output}: {ticket.provenance.target or ticket.provenance.source_data} test accuracy "
+                  f"{stage['test_accuracy']:.2%} on {stage['test_images']} images", markup=False)
 
 
 @command("edgeticket pretrain --arch small_resnet --data fashion-mnist --adv l2:1.0 -o runs/src-robust.ticket")
@@ -269,17 +243,12 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
              start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
              seed: Seed = 0, device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
     """Train a source model: natural, adversarial (PGD L2/Linf) or Gaussian-noise (random smoothing)."""
-    from . import train
-    from .data import DataConfig, load_dataset
-    from .models import get_arch
-    from .models.checkpoints import load_checkpoint
-    config = train_config("whole", epochs, lr, batch_size, adv, steps, seed, device)
-    begin = load_checkpoint(start, arch) if start else None
-    size = begin.input_size[-1] if begin else image_size or get_arch(arch).input_size
-    splits = load_dataset(DataConfig(data, str(data_root) if data_root else None, subset, seed, size,
-                                     begin.input_size[0] if begin else None))
-    ticket, _ = train.pretrain(arch, splits, config, begin, train.state_file(output), epoch_printer(json_output))
-    trained_summary(f"{ticket.provenance['source_kind']} {arch}", output, ticket, splits, json_output)
+    from . import api
+    epochs_seen: list = []
+    ticket = api.pretrain(arch, data, adv=adv, steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, subset=subset,
+                          image_size=image_size, start=start, data_root=data_root, seed=seed, device=device,
+                          output=output, on_epoch=epochs_seen.append)
+    trained_summary(f"{ticket.provenance.source_kind} {arch}", output, ticket, epochs_seen, json_output)
 
 
 @command("edgeticket finetune runs/t50.ticket --data digits --mode whole -o runs/t50-digits.ticket")
@@ -289,15 +258,12 @@ def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], out
              batch_size: Batch = FINETUNE.batch_size, seed: Seed = 0,
              device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
     """Finetune a ticket on a target task with a new head; masks and removed channels stay removed."""
-    from . import train
-    from .data import DataConfig, load_dataset
-    from .models.checkpoints import load_checkpoint
-    config = train_config(mode, epochs, lr, batch_size, adv, steps, seed, device)
-    ticket = load_checkpoint(ticket_path)
-    splits = load_dataset(DataConfig(data, str(data_root) if data_root else None, subset, seed,
-                                     ticket.input_size[-1], ticket.input_size[0]))
-    trained, _ = train.finetune(ticket, splits, config, train.state_file(output), epoch_printer(json_output))
-    trained_summary(f"{mode} finetune", output, trained, splits, json_output)
+    from . import api
+    epochs_seen: list = []
+    trained = api.finetune(ticket_path, data, mode=mode, adv=adv, steps=steps, epochs=epochs, lr=lr,
+                           batch_size=batch_size, subset=subset, data_root=data_root, seed=seed, device=device,
+                           output=output, on_epoch=epochs_seen.append)
+    trained_summary(f"{mode} finetune", output, trained, epochs_seen, json_output)
 
 
 def show_report(report, json_output: bool) -> None:
@@ -335,9 +301,8 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
                ["Acc %", "ECE", "NLL", "Adv-Acc %", "ROC-AUC"],
                [[_fmt(m.accuracy), _fmt(m.ece, 4), _fmt(m.nll, 4), _fmt(m.adv_accuracy), _fmt(m.ood_roc_auc)]])
     if m.at_chance:
-        console.print(f"warning: accuracy {m.accuracy:.2f}% is no better than guessing among "
-                      f"{len(result.provenance.get('class_names', [])) or 'its'} classes: the other metrics describe a "
-                      "constant, not a classifier", style="bold yellow", markup=False)
+        console.print(f"warning: accuracy {m.accuracy:.2f}% is no better than guessing: the other metrics describe "
+                      "a constant, not a classifier", style="bold yellow", markup=False)
     console.print(f"{result.note}; OOD: {result.ood or 'none'}; saved {model}.eval.json", style="dim", markup=False)
 
 

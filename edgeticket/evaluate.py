@@ -74,7 +74,7 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
         if adv is not None else "no attack"
     return EvalResult(str(path), "torch", splits.name, len(splits.test), config.ood, attack.label,
                       table_row(logits, splits.test.labels, adv, ood_logits), note, sha256_file(path),
-                      ticket.provenance, measure(ticket.build_model(), ticket).as_dict())
+                      ticket.provenance.to_dict(), measure(ticket.build_model(), ticket).as_dict())
 
 
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from .errors import EdgeticketError
 
 
 @contextmanager
@@ -75,3 +79,25 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
+    """torch.load with weights_only (no code runs from the file), and one clear error for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeticketError(f"no such file: {path}", hint="check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise EdgeticketError(
+                f"{path.name} needs pickle to load (it stores the Python object {found.group(1) if found else 'a class'}),"
+                " which can run arbitrary code",
+                hint="re-save it as a state_dict, or pass --trust-pickle if you trust where it came from") from None
+        raise EdgeticketError(f"{path.name} is not a PyTorch checkpoint (its data is not valid pickle)",
+                              hint="the file is corrupt or of another format; copy it again") from None
+    except Exception as error:  # garbage makes the unpickler fail in many ways (IndexError, KeyError, ...)
+        reason = "truncated zip archive" if "zip" in str(error) else type(error).__name__
+        raise EdgeticketError(f"{path.name} is not a readable PyTorch checkpoint ({reason})",
+                              hint="the file is truncated, corrupt or of another format; copy it again") from None

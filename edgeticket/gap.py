@@ -11,7 +11,7 @@ from torch import nn
 from .data import DataConfig, TensorImages, load_dataset
 from .metrics import accuracy, at_chance, frechet_distance, predict
 from .models import get_arch
-from .tickets.ticket import Ticket
+from .ticket import Ticket
 
 LARGE_GAP = 2.0  # edgeticket's heuristic: a target this many times farther than the source's own test split
 

@@ -28,6 +28,7 @@ from .evaluate import EvalConfig, evaluate
 from .export import export_onnx
 from .fileio import sha256_file, write_json, write_text
 from .report import Report, write_report
+from .models.checkpoints import load_checkpoint
 from .tickets import DrawConfig, Ticket, draw_ticket
 from .tickets.draw import DrawTraining
 from .tickets.patterns import PATTERNS
@@ -170,9 +171,9 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
     drawn, tuned, onnx = folder / "drawn.ticket", folder / "tuned.ticket", folder / "model.onnx"
     downstream_lmp = cell.method == "lmp" and config.on == "downstream"  # its mask learning is the finetune
     if not drawn.exists():
-        source = Ticket.load(source_path)
-        source.provenance["source_sha256"] = sha256_file(source_path)
-        source.provenance["source_kind"] = cell.source  # the config names the kind, whatever the file said
+        source = load_checkpoint(source_path, config.arch)
+        source.provenance.source_sha256 = sha256_file(source_path)
+        source.provenance.source_kind = cell.source  # the config names the kind, whatever the file said
         training = DrawTraining(on=config.on, data=cell.target if config.on == "downstream" else None,
                                 subset=config.target_images if config.on == "downstream" else config.target_images * 4,
                                 rate=config.draw_rate, lr=config.draw_lr,

@@ -34,7 +34,7 @@ from .errors import EdgeticketError
 from .fileio import save_torch
 from .models import get_arch, get_model, replace_submodule, residual_blocks
 from .tickets.masks import apply_masks
-from .tickets.ticket import Ticket
+from .ticket import Ticket
 
 
 @dataclass
@@ -220,7 +220,7 @@ def replace_head(ticket: Ticket, class_names: list[str], seed: int) -> Ticket:
     replace_submodule(model, classifier, nn.Linear(old.in_features, len(class_names)))
     masks = {k: v for k, v in ticket.masks.items() if not k.startswith(f"{classifier}.")}
     return ticket.with_model(model, arch_kwargs={**ticket.arch_kwargs, "num_classes": len(class_names)},
-                             class_names=list(class_names), masks=masks, provenance=dict(ticket.provenance))
+                             class_names=list(class_names), masks=masks)
 
 
 SOURCE_KINDS = {"none": "natural", "l2": "robust", "linf": "robust", "noise": "noise"}
@@ -231,7 +231,7 @@ def finetune(ticket: Ticket, splits: ImageSplits, config: TrainConfig, state_pat
     """Transfer a ticket to the target task: new head, then train in the chosen mode; sparsity is kept."""
     start = replace_head(ticket, splits.class_names, config.seed)
     trained, history = fit(start, splits.train, config, state_path, on_epoch, description=f"finetune {splits.name}")
-    trained.provenance["target"] = splits.name
+    trained.provenance.target = splits.name
     trained.add_stage("finetune", **recipe(config, splits.name, len(splits.train)))
     return trained, history
 
@@ -250,8 +250,9 @@ def pretrain(arch: str, splits: ImageSplits, config: TrainConfig, start: Ticket 
     elif start.class_names != list(splits.class_names):
         start = replace_head(start, splits.class_names, config.seed)
     trained, history = fit(start, splits.train, config, state_path, on_epoch, description=f"pretrain {splits.name}")
-    trained.provenance.update(source_kind=SOURCE_KINDS[config.attack.kind], threat_model=config.attack.label,
-                              source_data=splits.name)
+    trained.provenance.source_kind = SOURCE_KINDS[config.attack.kind]
+    trained.provenance.threat_model = config.attack.label
+    trained.provenance.source_data = splits.name
     trained.add_stage("pretrain", **recipe(config, splits.name, len(splits.train)))
     return trained, history
 

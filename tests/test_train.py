@@ -31,7 +31,7 @@ def test_masks_stay_exactly_zero_after_finetune(source, digits):
     weights = dict(trained.build_model().named_parameters())
     for name, mask in trained.masks.items():
         assert torch.all(weights[name][~mask] == 0) and torch.any(weights[name][mask] != 0)
-    assert trained.provenance["stages"][-1]["stage"] == "finetune" and len(history) == 2
+    assert trained.provenance.stages[-1].stage == "finetune" and len(history) == 2
 
 
 def test_channel_ticket_stays_small_with_new_head(source, digits):

@@ -41,7 +41,7 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
                       config: BenchConfig = BenchConfig(), data_root: str | None = None) -> list[DeviceRow]:
     ticket = load_checkpoint(ticket_path)
     sha = sha256_file(ticket_path)
-    data = data or ticket.provenance.get("target")
+    data = data or ticket.provenance.target
     if not data:
         raise EdgeticketError("accuracy needs the target dataset", hint="pass --data NAME")
     splits: ImageSplits = load_dataset(DataConfig(data, data_root, image_size=ticket.input_size[-1],

@@ -13,6 +13,22 @@ FORMATS = ("onnx", "executorch", "ncnn")
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "ncnn": ".ncnn"}
 
 
+def format_for(path: str | Path, fmt: str | None = None) -> str:
+    """The format an output path asks for (its suffix, as ultralytics does); a contradicting --format is refused,
+    so `-o model.pte` never holds ONNX bytes."""
+    suffix = Path(path).suffix
+    inferred = next((name for name, known in SUFFIXES.items() if known == suffix), None)
+    if fmt is not None and fmt not in FORMATS:
+        raise EdgeticketError(f"unknown --format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
+    if fmt is None and inferred is None:
+        raise EdgeticketError(f"cannot tell the format of '{Path(path).name}' from its suffix",
+                              hint="name it .onnx, .pte or .ncnn, or pass --format")
+    if fmt is not None and inferred is not None and fmt != inferred:
+        raise EdgeticketError(f"'{Path(path).name}' is a {inferred} name, but --format is {fmt}",
+                              hint=f"name the output *{SUFFIXES[fmt]}, or drop --format")
+    return fmt or inferred
+
+
 def export(ticket, path: str | Path, fmt: str = "onnx", int8: bool = False, ticket_sha256: str | None = None,
            splits=None) -> ExportReport:
     """One entry point for every format; `splits` (calibration and held-out images) only for --int8."""

@@ -15,7 +15,7 @@ import torch
 
 from .. import __version__
 from ..errors import EdgeticketError
-from ..tickets.ticket import Ticket
+from ..ticket import Ticket
 
 # per-format fp32 tolerance (atol, rtol) on logits; why each is what it is:
 FP32_TOLERANCE = {
@@ -73,4 +73,4 @@ def metadata(ticket: Ticket, ticket_sha256: str | None, precision: str = "fp32")
             "edgeticket.input_size": json.dumps(list(ticket.input_size)),
             "edgeticket.class_names": json.dumps(ticket.class_names),
             "edgeticket.ticket_sha256": ticket_sha256 or "",
-            "edgeticket.provenance": json.dumps(ticket.provenance, default=str)}
+            "edgeticket.provenance": json.dumps(ticket.provenance.to_dict(), default=str)}

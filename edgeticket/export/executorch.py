@@ -12,7 +12,7 @@ import torch
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_path, write_json
-from ..tickets.ticket import Ticket
+from ..ticket import Ticket
 from .checks import ExportReport, check_fp32, metadata
 
 

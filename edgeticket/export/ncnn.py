@@ -16,7 +16,7 @@ import numpy as np
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, size_on_disk, write_json
-from ..tickets.ticket import Ticket
+from ..ticket import Ticket
 from .checks import ExportReport, check_fp32, metadata
 
 PARAM, BIN, META = "model.ncnn.param", "model.ncnn.bin", "metadata.json"

@@ -14,7 +14,7 @@ import torch
 from ..data import TensorImages
 from ..errors import EdgeticketError
 from ..fileio import atomic_path
-from ..tickets.ticket import Ticket
+from ..ticket import Ticket
 from .checks import ExportReport, check_fp32, metadata, parity_inputs
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

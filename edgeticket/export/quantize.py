@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..data import ImageSplits, TensorImages, stratified_subset
 from ..fileio import atomic_path
-from ..tickets.ticket import Ticket
+from ..ticket import Ticket
 from .checks import INT8_MIN_AGREEMENT, ExportCheckFailed, ExportReport, metadata
 from .onnx import INPUT_NAME, add_metadata, open_session, predict_onnx, write_onnx
 

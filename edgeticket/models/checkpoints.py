@@ -6,22 +6,19 @@ the caller passes `trust_pickle=True` (the CLI's `--trust-pickle`).
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..errors import EdgeticketError
-from ..fileio import sha256_file
+from ..fileio import read_torch, sha256_file
 from ..registry import Registry
+from ..ticket import Provenance, Ticket
 from .archs import ARCHS, get_arch, get_model
-
-if TYPE_CHECKING:
-    from ..tickets.ticket import Ticket
 
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 
@@ -88,27 +85,6 @@ READERS.add("wrapped", Reader(_wrapped_detect, _wrapped_read))
 READERS.add("state_dict", Reader(_is_tensor_dict, lambda o: RawWeights(_strip(o))))
 
 
-def read_file(path: str | Path, trust_pickle: bool = False) -> object:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeticketError(f"no such file: {path}", hint="check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
-            found = re.search(r"GLOBAL ([\w.]+)", str(error))
-            raise EdgeticketError(
-                f"{path.name} needs pickle to load (it stores the Python object {found.group(1) if found else 'a class'}),"
-                " which can run arbitrary code",
-                hint="re-save it as a state_dict, or pass --trust-pickle if you trust where it came from") from None
-        raise EdgeticketError(f"{path.name} is not a PyTorch checkpoint (its data is not valid pickle)",
-                              hint="the file is corrupt or of another format; copy it again") from None
-    except Exception as error:  # garbage makes the unpickler fail in many ways (IndexError, KeyError, ...)
-        reason = "truncated zip archive" if "zip" in str(error) else type(error).__name__
-        raise EdgeticketError(f"{path.name} is not a readable PyTorch checkpoint ({reason})",
-                              hint="the file is truncated, corrupt or of another format; copy it again") from None
-
-
 def detect_format(obj: object) -> str:
     for name in DETECTION_ORDER:
         if READERS.get(name).detect(obj):
@@ -172,11 +148,10 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: bool = False,
-                    source_kind: str | None = None) -> "Ticket":
+                    source_kind: str | None = None) -> Ticket:
     """Any supported checkpoint, as a Ticket (foreign files become dense, unpruned tickets)."""
-    from ..tickets.ticket import Ticket
     path = Path(path)
-    obj = read_file(path, trust_pickle)
+    obj = read_torch(path, trust_pickle)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     fmt = detect_format(obj)
@@ -202,7 +177,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
                     input_size=(channels, spec.input_size, spec.input_size),
                     mean=_per_channel(raw.mean or spec.mean, channels), std=_per_channel(raw.std or spec.std, channels),
                     class_names=[str(i) for i in range(kwargs["num_classes"])],
-                    provenance={"source_kind": source_kind or kind, "threat_model": threat,
-                                "source_file": path.name, "source_sha256": sha256_file(path), "source_format": fmt})
+                    provenance=Provenance(source_kind=source_kind or kind, threat_model=threat, source_file=path.name,
+                                          source_sha256=sha256_file(path), source_format=fmt))
     ticket.add_stage("import", format=fmt, file=path.name)
     return ticket

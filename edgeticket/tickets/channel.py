@@ -13,7 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..models import get_arch
-from .ticket import Ticket
+from ..ticket import Ticket
 
 
 def channel_pruner(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",

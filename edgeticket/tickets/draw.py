@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -14,7 +15,7 @@ from .channel import conv_channels, prune_channels
 from .masks import apply_masks, masked_sparsity, prunable_weights
 from .patterns import PATTERNS, select_masks
 from .stats import ModelSize, measure
-from .ticket import Ticket
+from ..ticket import Ticket
 
 
 @dataclass
@@ -109,7 +110,7 @@ def list_methods() -> list[str]:
 def training_data(ticket: Ticket, training: DrawTraining):
     """The images a drawing method trains on: the target (downstream) or the source task (upstream)."""
     from ..data import DataConfig, load_dataset
-    name = training.data or (ticket.provenance.get("source_data") if training.on == "upstream" else None)
+    name = training.data or (ticket.provenance.source_data if training.on == "upstream" else None)
     if not name:
         raise EdgeticketError(f"this method trains while drawing: it needs the {training.on} dataset",
                               hint="pass --data NAME (the target task for downstream, the source task for upstream)")
@@ -145,12 +146,12 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     report = DrawReport(config.sparsity, achieved, removed, before, after)
     names = state.class_names or source.class_names
     ticket = source.with_model(state.model, pruning_history=state.pruning_history, masks=state.masks,
-                               provenance=dict(source.provenance), class_names=list(names),
+                               class_names=list(names),
                                arch_kwargs={**source.arch_kwargs, "num_classes": len(names)})
-    ticket.provenance.update(method=config.method, pattern=config.pattern, scope=config.scope, round_to=config.round_to,
-                             sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed,
-                             params_before=before.params, params_after=after.params,
-                             macs_before=before.macs, macs_after=after.macs)
+    ticket.provenance = dataclasses.replace(
+        ticket.provenance, method=config.method, pattern=config.pattern, scope=config.scope, round_to=config.round_to,
+        sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed, params_before=before.params,
+        params_after=after.params, macs_before=before.macs, macs_after=after.macs)
     record = {k: v for k, v in asdict(config).items() if k != "training"}
     ticket.add_stage("draw", **record, **({"training": asdict(config.training)} if config.method != "omp" else {}))
     return ticket, report

@@ -14,7 +14,7 @@ from ..attacks import AttackConfig
 from .channel import channel_pruner
 from .draw import METHODS, DrawConfig, PruneState, magnitude_step, training_data
 from .patterns import PATTERNS
-from .ticket import Ticket
+from ..ticket import Ticket
 
 
 def round_schedule(target: float, rate: float) -> list[float]:

@@ -34,7 +34,7 @@ from .channel import channel_pruner, kept_channels, prune_channels
 from .draw import METHODS, DrawConfig, PruneState, training_data
 from .masks import prunable_weights
 from .patterns import PATTERNS, select_masks
-from .ticket import Ticket
+from ..ticket import Ticket
 
 
 def straight_through(scores: dict[str, torch.Tensor], hard: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

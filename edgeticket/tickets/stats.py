@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .ticket import Ticket
+from ..ticket import Ticket
 
 
 @dataclass

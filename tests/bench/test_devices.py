@@ -34,7 +34,7 @@ def test_bad_profiles_are_refused(tmp_path):
 
 def test_all_devices_table(digits_ticket, tmp_path):
     pytest.importorskip("executorch")
-    digits_ticket.provenance["target"] = "digits"
+    digits_ticket.provenance.target = "digits"
     digits_ticket.save(tmp_path / "t.ticket")
     rows = {r.device: r for r in bench_all_devices(tmp_path / "t.ticket", None, tmp_path,
                                                     BenchConfig(runs=5, warmup=1, min_seconds=0, images=100))}

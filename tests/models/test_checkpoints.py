@@ -42,7 +42,7 @@ def test_every_format_round_trips(layout, resnet18, tmp_path):
     assert ticket.num_classes == 10
     if layout == "madry":
         assert ticket.mean == pytest.approx((0.4, 0.5, 0.6)) and ticket.std == pytest.approx((0.2, 0.25, 0.3))
-        assert ticket.provenance["source_kind"] == "robust" and ticket.provenance["threat_model"] == "l2:3"
+        assert ticket.provenance.source_kind == "robust" and ticket.provenance.threat_model == "l2:3"
 
 
 def test_own_ticket_round_trips(resnet18, tmp_path):

@@ -72,8 +72,8 @@ def test_sparsity_outside_range_is_refused(source, sparsity):
 
 def test_provenance_records_the_draw(source):
     ticket, report = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.3))
-    assert ticket.provenance["method"] == "omp" and ticket.provenance["macs_after"] == report.after.macs
-    assert ticket.provenance["stages"][-1]["stage"] == "draw"
+    assert ticket.provenance.method == "omp" and ticket.provenance.macs_after == report.after.macs
+    assert ticket.provenance.stages[-1].stage == "draw"
 
 
 def test_round_to_keeps_multiples_and_never_empties_a_layer(source):
@@ -83,7 +83,7 @@ def test_round_to_keeps_multiples_and_never_empties_a_layer(source):
     for name, channels in pruned.items():
         kept = int(dense[name] * 0.3) // 8 * 8
         assert channels == (kept or dense[name]), name  # 16 channels keep 4 -> 0: torch-pruning leaves the layer whole
-    assert ticket.provenance["round_to"] == 8 and any(pruned[n] < dense[n] for n in pruned)
+    assert ticket.provenance.round_to == 8 and any(pruned[n] < dense[n] for n in pruned)
 
 
 def test_round_to_needs_the_channel_pattern(source):

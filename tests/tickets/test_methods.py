@@ -22,7 +22,7 @@ QUICK = DrawTraining(data="digits", subset=64, epochs=1, rate=0.3, lr=0.05)
 @pytest.fixture
 def source(small_checkpoint):
     ticket = load_checkpoint(small_checkpoint, "small_resnet")
-    ticket.provenance["source_data"] = "fashion-mnist"
+    ticket.provenance.source_data = "fashion-mnist"
     return ticket
 
 

@@ -1,0 +1,190 @@
+"""The Python API, for notebooks and scripts: `import edgeticket as et`.
+
+Each function mirrors its CLI command: the same keyword names (`--round-to` is `round_to=`) and the same
+defaults, and the CLI calls these functions, so a notebook and a shell get the same result. Tickets go in and
+come out as `Ticket` objects; pass `output=` to also write the file (atomically, as the CLI does). Datasets are
+loaded at the ticket's own input size and channels, so 8x8 digits meet a 28x28 ticket resized, as in the CLI.
+
+    import edgeticket as et
+    source = et.pretrain("small_resnet", "fashion-mnist", subset=2000, epochs=1)
+    ticket = et.draw(source, sparsity=0.5)                 # OMP, channel: physically smaller
+    tuned = et.finetune(ticket, "digits", subset=300, epochs=10)
+    print(et.evaluate(tuned, "digits").metrics)
+    et.export(tuned, "t50.onnx")
+    print(et.bench("t50.onnx", data="digits").latency)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .config import FINETUNE, PRETRAIN, AttackConfig, TrainConfig
+from .ticket import Ticket
+
+__all__ = ["Ticket", "load", "pretrain", "draw", "finetune", "evaluate", "export", "bench", "sweep"]
+
+PathLike = str | Path
+
+
+def load(path: PathLike, arch: str | None = None, trust_pickle: bool = False,
+         source_kind: str | None = None) -> Ticket:
+    """Any checkpoint as a Ticket: an edgeticket file, a torchvision or timm-style state_dict, a MadryLab
+    `robustness` checkpoint or a RobustBench one. Foreign files need `arch` (see `edgeticket models`).
+    Pickled files are refused unless `trust_pickle=True` (loading them can run code from the file)."""
+    from .models.checkpoints import load_checkpoint
+    return load_checkpoint(path, arch, trust_pickle, source_kind)
+
+
+def _ticket(value: Ticket | PathLike) -> Ticket:
+    return value if isinstance(value, Ticket) else load(value)
+
+
+def _splits(name: str, ticket: Ticket | None, data_root: PathLike | None = None, subset: int | None = None,
+            seed: int = 0, image_size: int | None = None):
+    """A dataset at the ticket's input size and channels (or at `image_size` for a model not built yet)."""
+    from .data import DataConfig, load_dataset
+    return load_dataset(DataConfig(name, str(data_root) if data_root else None, subset, seed,
+                                   ticket.input_size[-1] if ticket else image_size,
+                                   ticket.input_size[0] if ticket else None))
+
+
+def _train_config(defaults: TrainConfig, mode: str, epochs: int, lr: float, batch_size: int, adv: str, steps: int,
+                  seed: int, device: str) -> TrainConfig:
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, mode=mode, attack=AttackConfig.parse(adv, steps),
+                         seed=seed, device=device, momentum=defaults.momentum, weight_decay=defaults.weight_decay)
+    config.validate()
+    return config
+
+
+def _finish(ticket: Ticket, splits, output: PathLike | None) -> Ticket:
+    """Record the trained ticket's test accuracy in its last stage, and write it when asked."""
+    from . import train
+    from .metrics import accuracy, predict
+    ticket.provenance.stages[-1].details.update(
+        test_accuracy=accuracy(predict(ticket.deployable(), splits.test), splits.test.labels),
+        test_images=len(splits.test))
+    if output:
+        train.save_result(ticket, output)
+    return ticket
+
+
+def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: str = "none", steps: int = 3,
+             epochs: int = PRETRAIN.epochs, lr: float = PRETRAIN.lr, batch_size: int = PRETRAIN.batch_size,
+             subset: int | None = None, image_size: int | None = None, start: Ticket | PathLike | None = None,
+             data_root: PathLike | None = None, seed: int = 0, device: str = "auto",
+             output: PathLike | None = None, on_epoch: Callable | None = None) -> Ticket:
+    """Train a source model: natural (`adv="none"`), adversarial (`"l2:1.0"`, `"linf:8/255"`, PGD with `steps`)
+    or Gaussian-noise (`"noise:0.25"`, random smoothing). `start` continues from a checkpoint instead of
+    random weights. With `output`, the file is written and a killed run resumes from `output.resume`.
+    The test accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
+    from . import train
+    from .models import get_arch
+    config = _train_config(PRETRAIN, "whole", epochs, lr, batch_size, adv, steps, seed, device)
+    begin = start if isinstance(start, Ticket) or start is None else load(start, arch)
+    splits = _splits(data, begin, data_root, subset, seed, image_size or get_arch(arch).input_size)
+    ticket, _ = train.pretrain(arch, splits, config, begin, train.state_file(output) if output else None, on_epoch)
+    return _finish(ticket, splits, output)
+
+
+def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "channel", sparsity: float = 0.5,
+         scope: str = "layerwise", include_first_last: bool = False, round_to: int = 1, on: str = "downstream",
+         data: str | None = None, data_root: PathLike | None = None, subset: int | None = 1000, rate: float = 0.2,
+         epochs: int = 1, lr: float = 0.01, attack: str = "l2:1.0", steps: int = 3, rewind: bool = False,
+         seed: int = 0, output: PathLike | None = None) -> Ticket:
+    """Draw a ticket from `source` (a Ticket or a checkpoint path); `source` itself is never changed.
+
+    method: omp (one-shot magnitude) | imp | a-imp (iterative, adversarial) | lmp (learned mask).
+    pattern: channel (removed physically by torch-pruning) | unstructured | row | kernel (masked).
+    sparsity: channel: fraction of channels removed per layer; masked: fraction of weights removed.
+    round_to: channel: keep a multiple of this many channels per layer (8, 16 suit SIMD).
+    on, data, subset, rate, epochs, lr, attack, steps, rewind, seed: for the methods that train while
+    drawing (imp, a-imp, lmp); see `edgeticket draw --help`. The draw's report is in `ticket.provenance`."""
+    from .fileio import sha256_file
+    from .tickets import DrawConfig, DrawTraining, draw_ticket
+    training = DrawTraining(on=on, data=data, data_root=str(data_root) if data_root else None, subset=subset,
+                            rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind, seed=seed)
+    config = DrawConfig(method=method, pattern=pattern, sparsity=sparsity, scope=scope,
+                        include_first_last=include_first_last, round_to=round_to, training=training)
+    config.validate()
+    ticket = _ticket(source)
+    if not isinstance(source, Ticket) and not ticket.provenance.source_sha256:
+        ticket.provenance.source_sha256 = sha256_file(source)
+    drawn, _ = draw_ticket(ticket, config)
+    if output:
+        drawn.save(output)
+    return drawn
+
+
+def draw_report(ticket: Ticket) -> dict:
+    """What a draw achieved, from the ticket's provenance (the CLI prints it)."""
+    p = ticket.provenance
+    return {"target_sparsity": p.sparsity, "achieved_sparsity": p.achieved_sparsity,
+            "params_removed": p.params_removed, "before": {"params": p.params_before, "macs": p.macs_before},
+            "after": {"params": p.params_after, "macs": p.macs_after}}
+
+
+def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "whole", adv: str = "none",
+             steps: int = 3, epochs: int = FINETUNE.epochs, lr: float = FINETUNE.lr,
+             batch_size: int = FINETUNE.batch_size, subset: int | None = None, data_root: PathLike | None = None,
+             seed: int = 0, device: str = "auto", output: PathLike | None = None,
+             on_epoch: Callable | None = None) -> Ticket:
+    """Transfer a ticket to `data` with a new head: `mode` whole | linear | last-k:K. Removed channels stay
+    removed and masked weights stay zero. The data follows the ticket's input size and channels. The test
+    accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
+    from . import train
+    start = _ticket(ticket)
+    config = _train_config(FINETUNE, mode, epochs, lr, batch_size, adv, steps, seed, device)
+    splits = _splits(data, start, data_root, subset, seed)
+    trained, _ = train.finetune(start, splits, config, train.state_file(output) if output else None, on_epoch)
+    return _finish(trained, splits, output)
+
+
+def evaluate(model: Ticket | PathLike, data: str = "digits", *, ood: str | None = None, attack: str = "linf:8/255",
+             attack_steps: int = 20, adv_images: int = 1000, data_root: PathLike | None = None):
+    """The paper's Table I row: accuracy (%), ECE, NLL, adversarial accuracy (PGD, torch only) and OOD ROC-AUC,
+    for a Ticket, a ticket file or an exported .onnx. A file also gets its `FILE.eval.json` for `report`."""
+    from .evaluate import EvalConfig, evaluate as run
+    config = EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps, adv_images)
+    if isinstance(model, Ticket):
+        with tempfile.TemporaryDirectory() as folder:
+            model.save(Path(folder) / "model.ticket")
+            return run(Path(folder) / "model.ticket", config, save=False)
+    return run(model, config)
+
+
+def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = None, int8: bool = False,
+           data: str | None = None, data_root: PathLike | None = None):
+    """Write `output` for an edge runtime (onnx, executorch .pte, ncnn folder; the format follows the suffix
+    unless `format` says), after checking it against torch; no file is written if the check fails.
+    `int8=True` (onnx) calibrates on `data` (default: the ticket's finetune target)."""
+    from .export import export as run, format_for
+    from .fileio import sha256_file
+    loaded = _ticket(ticket)
+    name = data or (loaded.provenance.target if int8 else None)
+    splits = _splits(name, loaded, data_root) if int8 and name else None
+    sha = None if isinstance(ticket, Ticket) else sha256_file(ticket)
+    return run(loaded, output, format_for(output, format), int8, sha, splits)
+
+
+def bench(model: PathLike, *, device: str | None = None, data: str | None = None, runs: int = 100, warmup: int = 10,
+          seconds: float = 1.0, threads: int | None = None, images: int | None = None, save: bool = True):
+    """Latency (first, p50/p90/p99), memory and, with `data`, accuracy of an exported model in its runtime,
+    in a separate process, on a device profile (default: the one that runs the file's format)."""
+    from .bench import BenchConfig
+    from .bench.run import bench_artifact, default_device, record_bench, target_images
+    from .export import artifact_metadata
+    config = BenchConfig(runs, warmup, seconds, threads, images)
+    test = target_images(data, artifact_metadata(model), None) if data else None
+    result = bench_artifact(model, device or default_device(model), config, test)
+    if save:
+        record_bench(result)
+    return result
+
+
+def sweep(config: PathLike | object):
+    """Run a grid (a TOML path or a `SweepConfig`): sources x methods x patterns x sparsities x targets x seeds.
+    Re-running resumes; returns the report (rows, mean ± std over seeds, paired differences)."""
+    from .sweep import SweepConfig, run_sweep
+    return run_sweep(config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config))

@@ -1,0 +1,35 @@
+"""The public API: `import edgeticket as et`, as a notebook user writes it."""
+
+import subprocess
+import sys
+
+import torch
+
+import edgeticket as et
+
+
+def test_draws_leave_the_source_unchanged_and_record_one_draw_each(small_checkpoint):
+    s = et.load(small_checkpoint, arch="small_resnet")
+    before = (s.provenance.to_dict(), {k: v.clone() for k, v in s.state_dict.items()})
+    a = et.draw(s, sparsity=0.5)
+    b = et.draw(s, sparsity=0.8)
+    assert s.provenance.to_dict() == before[0]
+    assert all(torch.equal(v, before[1][k]) for k, v in s.state_dict.items())
+    assert [st.stage for st in b.provenance.stages].count("draw") == 1 and b.provenance.sparsity == 0.8
+    assert a.provenance.sparsity == 0.5 and a.build_model().conv1.out_channels > b.build_model().conv1.out_channels
+
+
+def test_finetune_follows_the_tickets_input_size(small_checkpoint, tmp_path):
+    """Round two's pitfall: DataConfig('digits') gave 8x8 images to a 28x28 ticket, silently."""
+    ticket = et.draw(et.load(small_checkpoint, arch="small_resnet"), sparsity=0.5)
+    tuned = et.finetune(ticket, "digits", subset=100, epochs=1, output=tmp_path / "t.ticket")
+    assert tuned.input_size == (1, 28, 28) and tuned.provenance.target == "digits"
+    assert 0 <= tuned.provenance.stages[-1].details["test_accuracy"] <= 1
+    assert et.Ticket.load(tmp_path / "t.ticket").provenance == tuned.provenance
+
+
+def test_the_api_is_documented_and_lazy():
+    for name in ("load", "pretrain", "draw", "finetune", "evaluate", "export", "bench", "sweep"):
+        assert getattr(et, name).__doc__, name
+    code = "import sys, edgeticket; assert 'torch' not in sys.modules; print(edgeticket.__version__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
