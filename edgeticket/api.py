@@ -80,7 +80,10 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     random weights. With `output`, the file is written and a killed run resumes from `output.resume`.
     The test accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
+    from .fileio import check_output
     from .models import get_arch
+    if output:
+        check_output(output, None if isinstance(start, Ticket) else start)
     config = _train_config(PRETRAIN, "whole", epochs, lr, batch_size, adv, steps, seed, device)
     begin = start if isinstance(start, Ticket) or start is None else load(start, arch)
     splits = _splits(data, begin, data_root, subset, seed, image_size or get_arch(arch).input_size)
@@ -101,13 +104,15 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
     round_to: channel: keep a multiple of this many channels per layer (8, 16 suit SIMD).
     on, data, subset, rate, epochs, lr, attack, steps, rewind, seed: for the methods that train while
     drawing (imp, a-imp, lmp); see `edgeticket draw --help`. The draw's report is in `ticket.provenance`."""
-    from .fileio import sha256_file
+    from .fileio import check_output, sha256_file
     from .tickets import DrawConfig, DrawTraining, draw_ticket
     training = DrawTraining(on=on, data=data, data_root=str(data_root) if data_root else None, subset=subset,
                             rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind, seed=seed)
     config = DrawConfig(method=method, pattern=pattern, sparsity=sparsity, scope=scope,
                         include_first_last=include_first_last, round_to=round_to, training=training)
     config.validate()
+    if output:
+        check_output(output, None if isinstance(source, Ticket) else source)
     ticket = _ticket(source)
     if not isinstance(source, Ticket) and not ticket.provenance.source_sha256:
         ticket.provenance.source_sha256 = sha256_file(source)
@@ -134,6 +139,9 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
     removed and masked weights stay zero. The data follows the ticket's input size and channels. The test
     accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
+    from .fileio import check_output
+    if output:
+        check_output(output, None if isinstance(ticket, Ticket) else ticket)
     start = _ticket(ticket)
     config = _train_config(FINETUNE, mode, epochs, lr, batch_size, adv, steps, seed, device)
     splits = _splits(data, start, data_root, subset, seed)
@@ -160,12 +168,14 @@ def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = 
     unless `format` says), after checking it against torch; no file is written if the check fails.
     `int8=True` (onnx) calibrates on `data` (default: the ticket's finetune target)."""
     from .export import export as run, format_for
-    from .fileio import sha256_file
+    from .fileio import check_output, sha256_file
+    fmt = format_for(output, format)
+    check_output(output, None if isinstance(ticket, Ticket) else ticket, folder=fmt == "ncnn")
     loaded = _ticket(ticket)
     name = data or (loaded.provenance.target if int8 else None)
     splits = _splits(name, loaded, data_root) if int8 and name else None
     sha = None if isinstance(ticket, Ticket) else sha256_file(ticket)
-    return run(loaded, output, format_for(output, format), int8, sha, splits)
+    return run(loaded, output, fmt, int8, sha, splits)
 
 
 def bench(model: PathLike, *, device: str | None = None, data: str | None = None, runs: int = 100, warmup: int = 10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -12,8 +13,18 @@ import typer
 
 from . import __version__
 from .config import FINETUNE, PRETRAIN
-from .console import console, emit_json, set_mode
+from .console import console, emit_json, plain, set_mode
 from .errors import EdgeticketError
+
+def _flags_take_no_value() -> None:
+    """typer's rich help shows a `<bool>` type beside flags, as if `--json` took a value; flags have no type."""
+    from typer.core import TyperOption
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+
+
+_flags_take_no_value()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
@@ -31,6 +42,7 @@ def command(example: str) -> Callable:
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             set_mode(kwargs.get("json_output", False), kwargs.get("quiet", False))
+            signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: temp files, worker processes
             try:
                 return func(*args, **kwargs)
             except EdgeticketError as error:
@@ -46,10 +58,20 @@ def command(example: str) -> Callable:
     return decorate
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def fail(message: str, hint: str | None) -> None:
-    from rich.console import Console
-    stderr = Console(stderr=True, highlight=False)
-    stderr.print(f"[bold red]error:[/] {message}" + (f" [dim]({hint})[/]" if hint else ""), soft_wrap=True)
+    """One line on stderr (under --json: one JSON document on stdout), exit status 1."""
+    from rich.text import Text
+
+    from .console import error_console, mode
+    if mode.json:
+        emit_json({"error": message, "hint": hint})
+    else:
+        error_console.print(Text.assemble(("error: ", "bold red"), plain(message),
+                                          (f" ({plain(hint)})" if hint else "", "dim")))
     raise typer.Exit(1)
 
 
@@ -120,7 +142,8 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
          json_output: Json = False, quiet: Quiet = False) -> None:
     """Draw a ticket (a sparse subnetwork) from a pretrained checkpoint."""
     from . import api
-    from .fileio import sha256_file
+    from .fileio import check_output, sha256_file
+    check_output(output, checkpoint)
     source = api.load(checkpoint, arch, trust_pickle, source_kind)
     source.provenance.source_sha256 = source.provenance.source_sha256 or sha256_file(checkpoint)
     ticket = api.draw(source, method=method, pattern=pattern, sparsity=sparsity, scope=scope,
@@ -169,9 +192,9 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           all_devices: Annotated[bool, typer.Option("--all-devices", help="Export and bench TICKET on every profile.")] = False,
           out: Annotated[Optional[Path], typer.Option(help="Folder for --all-devices exports (default: beside TICKET).")] = None,
           threads: Annotated[Optional[int], typer.Option(min=1, help="Override the profile's threads.")] = None,
-          runs: Annotated[int, typer.Option(min=1, help="Timed runs, at least.")] = 100,
-          warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 10,
-          seconds: Annotated[float, typer.Option(min=0, help="Time for at least this long.")] = 1.0,
+          runs: Annotated[int, typer.Option(min=1, max=100_000, help="Timed runs, at least.")] = 100,
+          warmup: Annotated[int, typer.Option(min=0, max=10_000, help="Untimed warm-up runs.")] = 10,
+          seconds: Annotated[float, typer.Option(min=0, max=600, help="Time for at least this long.")] = 1.0,
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           json_output: Json = False, quiet: Quiet = False) -> None:
     """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
@@ -197,6 +220,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
 @command("edgeticket devices")
 def devices(json_output: Json = False, quiet: Quiet = False) -> None:
     """Device profiles, and whether each can run on this machine (and why not)."""
+    from rich.text import Text
+
     from .bench.devices import list_devices, timing_note, unavailable_reason
     rows = [(p, unavailable_reason(p)) for p in list_devices()]
     rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
@@ -206,7 +231,8 @@ def devices(json_output: Json = False, quiet: Quiet = False) -> None:
     from .tables import rows_table
     rows_table("device profiles", ["device", "runtime", "provider", "threads", "precision", "here", "stands for"],
                [[p.name, p.runtime, p.provider, p.threads, p.precision,
-                 "[green]yes[/]" + (f" ({note})" if note else "") if reason is None else f"[red]no[/]: {reason}",
+                 Text.assemble(("yes", "green"), f" ({note})" if note else "") if reason is None
+                 else Text.assemble(("no", "red"), f": {reason}"),
                  p.stands_for] for p, reason, note in rows])
 
 
@@ -317,9 +343,9 @@ def gap(model: Annotated[Path, typer.Option("--model", help="Checkpoint whose fe
     result = domain_gap(load_checkpoint(model, arch), source, target, str(data_root) if data_root else None)
     if json_output:
         return emit_json(result.as_dict())
-    console.print(f"Frechet distance {source} -> {target}: [bold]{result.distance:.3f}[/] "
+    console.print(f"Frechet distance {source} -> {target}: {result.distance:.3f} "
                   f"(source train -> test: {result.baseline:.3f}; ratio {result.ratio:.1f})\n{result.recommendation}\n"
-                  f"[dim]{result.note}[/]")
+                  f"{result.note}")
 
 
 @command("edgeticket report runs/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -16,9 +17,30 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+# C0 and C1 control characters but tab and newline: ESC starts every terminal escape (OSC 8 links, clear, title)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """Any string from a file or an argument, made safe to print: no control characters, so no escape codes."""
+    return CONTROL_CHARACTERS.sub("", str(value))
+
+
+class TextConsole(Console):
+    """Prints every string as text: no rich markup (a `[/]` in a file name is not a tag, and cannot crash the
+    output) and no control characters. Styling is explicit, with `style=` or `rich.text.Text`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(markup=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs):
+        return super().render_str(plain(text), **kwargs)
+
+
 # piped or logged output gets wide tables (bench has 12 columns) instead of rich's 80-column default
-console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-progress_console = Console(stderr=True, highlight=False)
+console = TextConsole(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+progress_console = TextConsole(stderr=True)
+error_console = TextConsole(stderr=True, soft_wrap=True)
 
 
 @dataclass
@@ -63,8 +85,8 @@ def progress_bar() -> Iterator[Progress]:
             for task in set(outer.task_ids) - before:
                 outer.remove_task(task)
         return
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    columns = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}", markup=False)]
     with Progress(*columns, console=progress_console, disable=mode.json or mode.quiet) as bar:
         _active.append(bar)
         try:

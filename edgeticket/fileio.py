@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +19,54 @@ import torch
 from .errors import EdgeticketError
 
 
+def check_output(path: str | os.PathLike, *inputs: str | os.PathLike, folder: bool = False) -> Path:
+    """Refuse an output that would destroy something: one of the command's inputs, or an existing path that is
+    not a regular file (a folder, for folder outputs): a device node, a socket, a file where a folder goes."""
+    target = Path(path)
+    for source in inputs:
+        if source is not None and Path(source).exists() and target.exists() and os.path.samefile(source, target):
+            raise EdgeticketError(f"the output {target} is the input", hint="write to another path with -o")
+    if target.exists() or target.is_symlink():
+        kind_ok = target.is_dir() if folder else target.is_file()
+        if not kind_ok:
+            what = "a folder" if target.is_dir() else "a file" if target.is_file() else "not a regular file"
+            raise EdgeticketError(f"the output {target} exists and is {what}",
+                                  hint=f"name a new path or an existing {'folder' if folder else 'regular file'}")
+    return target
+
+
+STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp)?$")
+
+
+def remove_stale_staging(target: Path) -> None:
+    """Temp files and folders that killed writers of `target` left behind (their process is gone)."""
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        match = STAGING.match(leftover.name)
+        if match and match.group("name") == target.name and not process_alive(int(match.group("pid"))):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
-    target = Path(path)
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds. The temp name carries
+    this process's id, so the next write of `path` removes what a killed writer left, and no other's."""
+    target = check_output(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_staging(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -38,13 +82,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp folder beside `path`; swap it in for `path` only if the block succeeds."""
-    import shutil
-    target = Path(path)
+    target = check_output(path, folder=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         yield staging
-        retired = target.with_name(f".{target.name}.old")
+        retired = target.with_name(f".{target.name}.{os.getpid()}.old")
         if target.exists():
             os.replace(target, retired)
         os.replace(staging, target)

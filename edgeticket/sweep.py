@@ -156,7 +156,7 @@ def source_ticket(config: SweepConfig, kind: str, seed: int) -> Path:
     key = short_hash([config.arch, config.source_data, config.source_images, asdict(train)])
     path = config.cache / f"{config.source_data}-{config.arch}-{kind}-s{seed}-{key}.ticket"
     if path.exists():
-        info(f"[dim]reusing {kind} source {path}[/]")
+        info(f"reusing {kind} source {path}")
         return path
     splits = load_dataset(DataConfig(config.source_data, subset=config.source_images, seed=seed))
     ticket, _ = pretrain(config.arch, splits, train, state_path=state_file(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from .console import console
 
@@ -33,10 +34,10 @@ def key_values(title: str, rows: dict[str, object]) -> None:
 def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        text = column in (columns[0], "status", "layer", "kind", "note", "stands for")
-        table.add_column(column, justify="left" if text else "right")
+        text = column in (columns[0], "status", "layer", "kind", "note", "stands for", "file", "here", "error")
+        table.add_column(column, justify="left" if text else "right", overflow="fold")  # wrapped, never cut
     for row in rows:
-        table.add_row(*[str(cell) for cell in row])
+        table.add_row(*[cell if isinstance(cell, Text) else str(cell) for cell in row])
     console.print(table)
 
 
@@ -65,5 +66,5 @@ def device_rows(title: str, rows: list) -> None:
     """The `yolo benchmark` style table: one row per device profile, with a status."""
     colour = {"ok": "green", "not available here": "yellow"}
     rows_table(title, BENCH_HEADER,
-               [[r.device, f"[{colour.get(r.status, 'red')}]{r.status}[/]",
+               [[r.device, Text(r.status, style=colour.get(r.status, "red")),
                  *(_bench_cells(r.result) if r.result else ["-"] * 9), r.reason] for r in rows])

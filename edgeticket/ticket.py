@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +137,27 @@ class Ticket:
         """Append one processing stage (pretrain, draw, finetune ...) to the provenance."""
         self.provenance.stages.append(Stage(stage, details))
 
+    def checksum(self) -> str:
+        """sha256 over the tensors' names, shapes, dtypes and bytes: a flipped byte in the file changes it."""
+        digest = hashlib.sha256()
+        for group in (self.state_dict, self.masks):
+            for name in sorted(group):
+                tensor = group[name].detach().cpu().contiguous()
+                digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def check_finite(self, origin: str) -> None:
+        """Refuse NaN or Inf weights, naming the tensor: training from them only spreads them."""
+        for name, tensor in self.state_dict.items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise EdgeticketError(f"{origin}: weight '{name}' holds NaN or Inf values",
+                                      hint="the file is corrupt or came from a diverged run; use another checkpoint")
+
     def to_dict(self) -> dict:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "provenance": self.provenance.to_dict()}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "provenance": self.provenance.to_dict(),
+                "checksum": self.checksum()}
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Ticket":
@@ -153,7 +172,11 @@ class Ticket:
         fields["input_size"] = tuple(fields["input_size"])
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
         fields["provenance"] = Provenance.from_dict(fields.get("provenance"))
-        return cls(**fields)
+        ticket = cls(**fields)
+        if "checksum" in payload and payload["checksum"] != ticket.checksum():
+            raise EdgeticketError("its weights do not match the checksum stored with them (the file is corrupt)",
+                                  hint="copy or export the ticket again")
+        return ticket
 
     def save(self, path: str | Path) -> None:
         save_torch(self.to_dict(), path)
@@ -161,9 +184,16 @@ class Ticket:
     @classmethod
     def load(cls, path: str | Path) -> "Ticket":
         """An edgeticket file (foreign checkpoints: `edgeticket.load(path, arch=...)`)."""
+        return cls.from_file_payload(read_torch(path), Path(path).name)
+
+    @classmethod
+    def from_file_payload(cls, payload: object, name: str) -> "Ticket":
+        """A ticket read from the file `name`: checksum, finite weights and a model that builds, or an error
+        that names the file."""
         try:
-            ticket = cls.from_dict(read_torch(path))
+            ticket = cls.from_dict(payload)
         except EdgeticketError as error:
-            raise EdgeticketError(f"{Path(path).name}: {error.message}", hint=error.hint) from None
+            raise EdgeticketError(f"{name}: {error.message}", hint=error.hint) from None
+        ticket.check_finite(name)
         ticket.build_model()  # fails early, with torch's message, if the file is inconsistent
         return ticket

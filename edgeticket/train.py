@@ -166,6 +166,9 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
                 inputs = perturb(network, images, labels, config.attack)
                 logits = runner(inputs)
                 loss = F.cross_entropy(logits, labels)
+                if not torch.isfinite(loss):
+                    raise EdgeticketError(f"the training loss became {loss.item()} in epoch {epoch + 1}",
+                                          hint="lower --lr, or check the data and the starting weights")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -111,6 +111,7 @@ def test_gap_gives_no_advice_from_a_dead_model(tuned):
     assert result.head_accuracy < 15 and result.recommendation.startswith("no recommendation")
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, runner):
     result = runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache"),
                                  "--json"])

@@ -39,6 +39,7 @@ def test_cells_cover_the_grid():
     assert len(grid) == 2 * 2 * 2 * 2 and len({c.name for c in grid}) == len(grid)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_and_reports_every_cell(tmp_path):
     (tmp_path / "s.toml").write_text(TOML.format(out=tmp_path / "out", cache=tmp_path / "cache"))
     command = [sys.executable, "-m", "edgeticket", "sweep", str(tmp_path / "s.toml")]

@@ -72,6 +72,7 @@ def finetune_args(ticket, output):
             "-o", output, "--quiet"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path):
     source.save(tmp_path / "src.ticket")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -96,6 +97,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path):
 DDP_TOLERANCE = 1e-5  # linear mode: frozen BN, so 2 x 32 images give the gradient of the same 64; only float order differs
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(source, tmp_path):
     source.save(tmp_path / "src.ticket")
     args = ["finetune", tmp_path / "src.ticket", "--data", "digits", "--subset", "256", "--mode", "linear",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,16 @@ def target_images(data: str, metadata: dict[str, str], root: str | None = None) 
     return load_dataset(DataConfig(data, root, image_size=input_size[-1], channels=input_size[0])).test
 
 
+def die_with_parent() -> None:
+    """In the worker, before it starts: Linux sends it SIGKILL when the bench process dies, even by kill -9,
+    so no worker outlives its bench. (An exception in the parent, SIGTERM and Ctrl-C included, already
+    kills it through subprocess.run.)"""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t", config: BenchConfig = BenchConfig(),
                    data: TensorImages | None = None,
                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> BenchResult:
@@ -102,7 +113,7 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
                "warmup": config.warmup, "min_seconds": config.min_seconds, "data": npz if arrays else None}
         load_before = os.getloadavg()
         process = subprocess.run([sys.executable, "-m", "edgeticket.bench.worker"], input=json.dumps(job),
-                                 capture_output=True, text=True, timeout=config.timeout)
+                                 capture_output=True, text=True, timeout=config.timeout, preexec_fn=die_with_parent)
         load_after = os.getloadavg()
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:

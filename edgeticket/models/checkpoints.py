@@ -156,11 +156,10 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
         obj = obj.state_dict()
     fmt = detect_format(obj)
     if fmt == "edgeticket":
-        ticket = Ticket.from_dict(obj)
+        ticket = Ticket.from_file_payload(obj, path.name)
         if arch and arch != ticket.arch:
             raise EdgeticketError(f"{path.name} holds a {ticket.arch}, not a {arch}",
                                   hint=f"drop --arch or pass --arch {ticket.arch}")
-        ticket.build_model()  # fails early, with torch's message, if the file is inconsistent
         return ticket
     if not arch:
         guesses = guess_archs(READERS.get(fmt).read(obj).state_dict)
@@ -179,5 +178,6 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
                     class_names=[str(i) for i in range(kwargs["num_classes"])],
                     provenance=Provenance(source_kind=source_kind or kind, threat_model=threat, source_file=path.name,
                                           source_sha256=sha256_file(path), source_format=fmt))
+    ticket.check_finite(path.name)
     ticket.add_stage("import", format=fmt, file=path.name)
     return ticket

@@ -32,6 +32,7 @@ def test_bad_profiles_are_refused(tmp_path):
     assert "ort-cpu-1t" in error.value.hint
 
 
+@pytest.mark.slow
 def test_all_devices_table(digits_ticket, tmp_path):
     pytest.importorskip("executorch")
     digits_ticket.provenance.target = "digits"

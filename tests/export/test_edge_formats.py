@@ -7,6 +7,8 @@ from edgeticket.export import ExportCheckFailed, artifact_metadata, checks, expo
 from edgeticket.export.quantize import export_onnx_int8
 from edgeticket.metrics import accuracy, predict
 
+pytestmark = pytest.mark.slow  # ExecuTorch and ncnn exports take seconds each
+
 pytest.importorskip("executorch")
 pytest.importorskip("ncnn")
 
