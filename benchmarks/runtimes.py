@@ -53,7 +53,7 @@ def main() -> None:
     dense = dense_ticket(args.size)
     tickets = {"dense": dense, "50% channel": draw_ticket(dense, DrawConfig(pattern="channel", sparsity=0.5))[0]}
     splits = calibration_splits(args.size)
-    config = BenchConfig(runs=args.runs, warmup=5, min_seconds=args.seconds)
+    config = BenchConfig(runs=args.runs, warmup=5, seconds=args.seconds)
     p50: dict[tuple[str, str], float] = {}
     notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:

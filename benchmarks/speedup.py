@@ -55,7 +55,7 @@ def main() -> None:
                 path = Path(tmp) / f"{arch}-{sparsity}-{round_to}.onnx"
                 export_onnx(ticket, path)
                 macs = measure(ticket.build_model(), ticket).macs
-                p50 = bench_onnx(path, BenchConfig(runs=args.runs, warmup=5, min_seconds=2.0)).latency.p50_ms
+                p50 = bench_onnx(path, BenchConfig(runs=args.runs, warmup=5, seconds=2.0)).latency.p50_ms
                 dense_macs, dense_ms = dense_macs or macs, dense_ms or p50
                 mac_reduction, speedup = dense_macs / macs, dense_ms / p50
                 rows.append({"arch": arch, "sparsity": sparsity, "round_to": round_to, "macs": macs, "p50_ms": p50,

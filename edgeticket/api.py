@@ -185,7 +185,7 @@ def bench(model: PathLike, *, device: str | None = None, data: str | None = None
     from .bench import BenchConfig
     from .bench.run import bench_artifact, default_device, record_bench, target_images
     from .export import artifact_metadata
-    config = BenchConfig(runs, warmup, seconds, threads, images)
+    config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images)
     test = target_images(data, artifact_metadata(model), None) if data else None
     result = bench_artifact(model, device or default_device(model), config, test)
     if save:

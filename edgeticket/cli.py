@@ -198,20 +198,20 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           json_output: Json = False, quiet: Quiet = False) -> None:
     """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
-    from .bench import BenchConfig
     from .tables import bench_rows, device_rows
-    config = BenchConfig(runs, warmup, seconds, threads, images)
     if all_devices:
+        from .bench import BenchConfig
         from .bench.all_devices import bench_all_devices
+        config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images)
         rows = bench_all_devices(model, data, out or model.parent, config)
         if json_output:
             return emit_json([{**vars(r), "result": r.result.as_dict() if r.result else None} for r in rows])
         return device_rows(f"{model.name} on every device profile", rows)
-    from .bench.run import bench_artifact, default_device, record_bench, target_images
-    from .export import artifact_metadata
-    images = target_images(data, artifact_metadata(model)) if data else None
-    result = bench_artifact(model, device or default_device(model), config, images)
-    record = record_bench(result)
+    from . import api
+    from .bench.run import record_bench
+    result = api.bench(model, device=device, data=data, runs=runs, warmup=warmup, seconds=seconds, threads=threads,
+                       images=images, save=False)
+    record = record_bench(result)  # MODEL.DEVICE.bench.json, for `report`
     if json_output:
         return emit_json(record)
     bench_rows(f"{model.name} on {result.device}", [result])

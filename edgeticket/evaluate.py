@@ -14,6 +14,7 @@ from .attacks import AttackConfig
 from .data import DataConfig, ImageSplits, TensorImages, load_dataset
 from .errors import EdgeticketError
 from .fileio import sha256_file, write_json
+from .models.checkpoints import load_checkpoint
 from .metrics import TableRow, adversarial_accuracy, predict, table_row
 from .tickets.stats import measure
 
@@ -61,7 +62,6 @@ def load_splits(config: EvalConfig, channels: int, size: int, name: str | None =
 
 
 def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
-    from .models.checkpoints import load_checkpoint
     ticket = load_checkpoint(path)
     channels, size = ticket.input_size[0], ticket.input_size[-1]
     splits = load_splits(config, channels, size)

@@ -201,7 +201,7 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
     if not Path(f"{onnx}.eval.json").exists():
         evaluate(onnx, evaluation)
     if not Path(f"{onnx}.ort-cpu-1t.bench.json").exists():
-        record_bench(bench_onnx(onnx, BenchConfig(runs=config.bench_runs, warmup=10, min_seconds=config.bench_seconds)))
+        record_bench(bench_onnx(onnx, BenchConfig(runs=config.bench_runs, warmup=10, seconds=config.bench_seconds)))
     return json.loads(Path(f"{tuned}.eval.json").read_text())["metrics"]
 
 

@@ -33,7 +33,7 @@ from .data import ImageSplits, TensorImages
 from .errors import EdgeticketError
 from .fileio import save_torch
 from .models import get_arch, get_model, replace_submodule, residual_blocks
-from .tickets.masks import apply_masks
+from .masks import apply_masks
 from .ticket import Ticket
 
 

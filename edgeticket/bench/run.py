@@ -25,7 +25,7 @@ from .stats import LatencyStats
 class BenchConfig:
     runs: int = 100             # timed runs, at least
     warmup: int = 10            # untimed runs first
-    min_seconds: float = 1.0    # and keep timing for at least this long
+    seconds: float = 1.0        # and keep timing for at least this long (the CLI's --seconds)
     threads: int | None = None  # override the profile's threads
     images: int | None = None   # accuracy on the first N test images (None: all)
     timeout: float = 1800.0
@@ -110,7 +110,7 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
         if arrays:
             np.savez(npz, **arrays)
         job = {"path": str(path), "profile": asdict(profile), "input_shape": shape, "runs": config.runs,
-               "warmup": config.warmup, "min_seconds": config.min_seconds, "data": npz if arrays else None}
+               "warmup": config.warmup, "min_seconds": config.seconds, "data": npz if arrays else None}
         load_before = os.getloadavg()
         process = subprocess.run([sys.executable, "-m", "edgeticket.bench.worker"], input=json.dumps(job),
                                  capture_output=True, text=True, timeout=config.timeout, preexec_fn=die_with_parent)

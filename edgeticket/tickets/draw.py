@@ -9,13 +9,15 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..config import AttackConfig
+from ..data import DataConfig, load_dataset
 from ..errors import EdgeticketError
+from ..masks import apply_masks, masked_sparsity, prunable_weights
 from ..registry import Registry
+from ..ticket import Ticket
 from .channel import conv_channels, prune_channels
-from .masks import apply_masks, masked_sparsity, prunable_weights
 from .patterns import PATTERNS, select_masks
 from .stats import ModelSize, measure
-from ..ticket import Ticket
 
 
 @dataclass
@@ -63,7 +65,6 @@ class DrawConfig:
         if not 0 < self.training.rate < 1:
             raise EdgeticketError(f"--rate {self.training.rate} is outside (0, 1)", hint="0.2 prunes 20% per round")
         if self.method == "a-imp":
-            from ..attacks import AttackConfig
             AttackConfig.parse(self.training.attack, self.training.steps)
 
 
@@ -109,7 +110,6 @@ def list_methods() -> list[str]:
 
 def training_data(ticket: Ticket, training: DrawTraining):
     """The images a drawing method trains on: the target (downstream) or the source task (upstream)."""
-    from ..data import DataConfig, load_dataset
     name = training.data or (ticket.provenance.source_data if training.on == "upstream" else None)
     if not name:
         raise EdgeticketError(f"this method trains while drawing: it needs the {training.on} dataset",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import torch_pruning as tp
 
-from ..attacks import AttackConfig
+from ..config import AttackConfig, TrainConfig
+from ..masks import apply_masks
+from ..models import get_arch, replace_submodule
+from ..ticket import Ticket
+from ..train import fit, replace_head
 from .channel import channel_pruner
 from .draw import METHODS, DrawConfig, PruneState, magnitude_step, training_data
 from .patterns import PATTERNS
-from ..ticket import Ticket
 
 
 def round_schedule(target: float, rate: float) -> list[float]:
@@ -28,7 +31,6 @@ def round_schedule(target: float, rate: float) -> list[float]:
 
 def rewound(source: Ticket, current: Ticket, masks: dict) -> Ticket:
     """Surviving weights back to the pretrained values; the (new) head keeps its trained weights."""
-    from ..models import get_arch, replace_submodule
     model = source.build_model()
     new_steps = current.pruning_history[len(source.pruning_history):]
     if new_steps:
@@ -36,13 +38,11 @@ def rewound(source: Ticket, current: Ticket, masks: dict) -> Ticket:
         graph.load_pruning_history(new_steps)
     classifier = get_arch(source.arch).classifier
     replace_submodule(model, classifier, current.build_model().get_submodule(classifier))
-    from .masks import apply_masks
     apply_masks(model, masks)
     return current.with_model(model)
 
 
 def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneState:
-    from ..train import TrainConfig, fit, replace_head
     training = config.training
     splits = training_data(ticket, training)
     attack = AttackConfig.parse(training.attack if adversarial else "none", training.steps)

@@ -28,13 +28,15 @@ from torch import nn
 from torch.func import functional_call
 
 from ..batchnorm import reestimate_batchnorm
+from ..config import TrainConfig
+from ..masks import prunable_weights
 from ..models import get_arch
 from ..models.normalize import Normalized
+from ..ticket import Ticket
+from ..train import Distributed, epoch_batches, replace_head
 from .channel import channel_pruner, kept_channels, prune_channels
 from .draw import METHODS, DrawConfig, PruneState, training_data
-from .masks import prunable_weights
 from .patterns import PATTERNS, select_masks
-from ..ticket import Ticket
 
 
 def straight_through(scores: dict[str, torch.Tensor], hard: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,7 +104,6 @@ class RankImportance(tp.importance.Importance):
 
 def learn_scores(scores: dict, hard: Callable[[], dict], forward, splits, params: list, config: DrawConfig) -> dict:
     """Straight-through training of the scores; returns the final hard keep-masks."""
-    from ..train import Distributed, TrainConfig, epoch_batches
     training = config.training
     optimizer = torch.optim.Adam(params, lr=training.lr)
     recipe = TrainConfig(epochs=training.epochs, seed=training.seed)
@@ -118,7 +119,6 @@ def learn_scores(scores: dict, hard: Callable[[], dict], forward, splits, params
 
 @METHODS.register("lmp")
 def learnable_mask(ticket: Ticket, config: DrawConfig) -> PruneState:
-    from ..train import replace_head
     training = config.training
     splits = training_data(ticket, training)
     new_head = splits.class_names != ticket.class_names

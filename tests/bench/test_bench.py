@@ -22,7 +22,7 @@ def test_timed_runs_counts_first_warmup_and_runs():
 
 def test_bench_onnx_is_sane(small_checkpoint, tmp_path):
     export_onnx(load_checkpoint(small_checkpoint, "small_resnet"), tmp_path / "m.onnx")
-    result = bench_onnx(tmp_path / "m.onnx", BenchConfig(runs=20, warmup=2, min_seconds=0))
+    result = bench_onnx(tmp_path / "m.onnx", BenchConfig(runs=20, warmup=2, seconds=0))
     lat = result.latency
     assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms
     assert result.input_shape == [1, 1, 28, 28] and result.file_size_bytes == (tmp_path / "m.onnx").stat().st_size

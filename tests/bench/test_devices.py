@@ -38,7 +38,7 @@ def test_all_devices_table(digits_ticket, tmp_path):
     digits_ticket.provenance.target = "digits"
     digits_ticket.save(tmp_path / "t.ticket")
     rows = {r.device: r for r in bench_all_devices(tmp_path / "t.ticket", None, tmp_path,
-                                                    BenchConfig(runs=5, warmup=1, min_seconds=0, images=100))}
+                                                    BenchConfig(runs=5, warmup=1, seconds=0, images=100))}
     assert SHIPPED <= set(rows)
     from edgeticket.data import DataConfig, load_dataset
     test = load_dataset(DataConfig("digits", image_size=28, channels=1)).test

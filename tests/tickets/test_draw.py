@@ -4,7 +4,7 @@ import torch
 from edgeticket.errors import EdgeticketError
 from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
-from edgeticket.tickets.masks import masked_sparsity
+from edgeticket.masks import masked_sparsity
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 from edgeticket.tickets.draw import DrawTraining
 from edgeticket.tickets.imp import round_schedule
-from edgeticket.tickets.masks import masked_sparsity
+from edgeticket.masks import masked_sparsity
 from edgeticket.train import TrainConfig, finetune
 
 QUICK = DrawTraining(data="digits", subset=64, epochs=1, rate=0.3, lr=0.05)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import get_arch
+from .models import get_arch
 
 
 def prunable_weights(model: nn.Module, arch: str, include_first_last: bool = False) -> dict[str, nn.Parameter]:
