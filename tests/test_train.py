@@ -3,10 +3,12 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+from edgeticket import attacks
 from edgeticket.attacks import AttackConfig
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError
@@ -41,13 +43,11 @@ def test_channel_ticket_stays_small_with_new_head(source, digits):
     assert model.layer4[0].conv2.out_channels == 64 and model.fc.in_features == 64
 
 
-@pytest.mark.parametrize("attack", ["none", "l2:1.0", "linf:8/255", "noise:0.25"])
-@pytest.mark.parametrize("mode, changed", [("whole", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"}),
-                                           ("linear", set()), ("last-k:1", {"layer4"})])
-def test_exactly_the_trained_parts_move(source, digits, mode, changed, attack):
-    """BatchNorm statistics move in every block that trains, adversarially too, and stay bit-identical elsewhere."""
+def assert_exactly_the_trained_parts_move(source, digits, mode, changed, attack):
+    """BatchNorm statistics move in every block that trains, adversarially too, and stay bit-identical elsewhere.
+    Without the closing re-estimation (batchnorm_images=0), so only training itself can move them."""
     before = source.build_model().state_dict()
-    config = TrainConfig(epochs=1, lr=0.1, mode=mode, attack=AttackConfig.parse(attack, steps=1))
+    config = TrainConfig(epochs=1, lr=0.1, mode=mode, attack=AttackConfig.parse(attack, steps=1), batchnorm_images=0)
     trained, _ = finetune(source, digits, config)
     after = trained.build_model().state_dict()
     moved = {k.split(".")[0] for k in before if k.split(".")[0] != "fc" and not torch.equal(before[k], after[k])}
@@ -55,6 +55,35 @@ def test_exactly_the_trained_parts_move(source, digits, mode, changed, attack):
     statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     for key in statistics:
         assert torch.equal(before[key], after[key]) != (key.split(".")[0] in changed), key
+
+
+WHOLE = {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"}
+
+
+@pytest.mark.parametrize("attack", ["none", "l2:1.0", "linf:8/255", "noise:0.25"])
+@pytest.mark.parametrize("mode, changed", [("whole", WHOLE), ("linear", set()), ("last-k:1", {"layer4"})])
+def test_exactly_the_trained_parts_move(source, digits, mode, changed, attack):
+    assert_exactly_the_trained_parts_move(source, digits, mode, changed, attack)
+
+
+@contextmanager
+def eval_mode_that_freezes_batchnorm(model):
+    """The old defect in attacks.eval_mode: only the wrapper's own mode came back, so a training network inside
+    an eval-mode wrapper stayed in eval mode and adversarial training never updated BatchNorm statistics."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def test_the_batchnorm_checks_fail_on_the_old_attack_defect(source, digits, monkeypatch):
+    monkeypatch.setattr(attacks, "eval_mode", eval_mode_that_freezes_batchnorm)
+    with pytest.raises(AssertionError):
+        assert_exactly_the_trained_parts_move(source, digits, "whole", WHOLE, "l2:1.0")
+    with pytest.raises(AssertionError):
+        assert_robust_pretraining_trains_batchnorm(digits)
 
 
 def test_resume_state_must_match(source, digits, tmp_path):
@@ -125,13 +154,19 @@ def test_pretraining_from_scratch_is_reproducible(digits):
     assert not torch.equal(first.state_dict["conv1.weight"], other.state_dict["conv1.weight"])
 
 
-def test_robust_pretraining_trains_batchnorm(digits):
+def assert_robust_pretraining_trains_batchnorm(digits):
+    """Without the closing re-estimation (batchnorm_images=0), so only adversarial training can move them."""
     from edgeticket.train import pretrain
-    source, _ = pretrain("small_resnet", digits, TrainConfig(epochs=1, lr=0.05, attack=AttackConfig.parse("l2:1.0")))
+    source, _ = pretrain("small_resnet", digits, TrainConfig(epochs=1, lr=0.05, attack=AttackConfig.parse("l2:1.0"),
+                                                             batchnorm_images=0))
     tracked = [v for k, v in source.state_dict.items() if k.endswith("num_batches_tracked")]
     assert tracked and all(int(v) > 0 for v in tracked)
     means = [v for k, v in source.state_dict.items() if k.endswith("running_mean")]
     assert all(v.abs().sum() > 0 for v in means)
+
+
+def test_robust_pretraining_trains_batchnorm(digits):
+    assert_robust_pretraining_trains_batchnorm(digits)
 
 
 def test_eval_mode_accuracy_tracks_train_mode_after_finetune_of_a_robust_ticket(digits):
