@@ -206,7 +206,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
         rows = bench_all_devices(model, data, out or model.parent, config)
         if json_output:
             return emit_json([{**vars(r), "result": r.result.as_dict() if r.result else None} for r in rows])
-        return device_rows(f"{model.name} on every device profile", rows)
+        from .host import cpu_info
+        return device_rows(f"{model.name} on every device profile, here: {cpu_info().describe()}", rows)
     from . import api
     from .bench.run import record_bench
     result = api.bench(model, device=device, data=data, runs=runs, warmup=warmup, seconds=seconds, threads=threads,
@@ -223,13 +224,16 @@ def devices(json_output: Json = False, quiet: Quiet = False) -> None:
     from rich.text import Text
 
     from .bench.devices import list_devices, timing_note, unavailable_reason
+    from .host import cpu_info
     rows = [(p, unavailable_reason(p)) for p in list_devices()]
     rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
     if json_output:
-        return emit_json([{**vars(p), "available": reason is None, "reason": reason or note or ""}
-                          for p, reason, note in rows])
+        return emit_json({"host": cpu_info().as_dict(),
+                          "devices": [{**vars(p), "available": reason is None, "reason": reason or note or ""}
+                                      for p, reason, note in rows]})
     from .tables import rows_table
-    rows_table("device profiles", ["device", "runtime", "provider", "threads", "precision", "here", "stands for"],
+    rows_table(f"device profiles on {cpu_info().describe()}",
+               ["device", "runtime", "provider", "threads", "precision", "here", "stands for"],
                [[p.name, p.runtime, p.provider, p.threads, p.precision,
                  Text.assemble(("yes", "green"), f" ({note})" if note else "") if reason is None
                  else Text.assemble(("no", "red"), f": {reason}"),

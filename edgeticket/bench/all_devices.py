@@ -12,13 +12,11 @@ import torch
 from ..data import DataConfig, ImageSplits, load_dataset
 from ..errors import EdgeticketError
 from ..export import SUFFIXES, ExportCheckFailed, export
-from ..export.checks import FP32_TOLERANCE, allowed_difference, parity_inputs
+from ..export.checks import FP16_TOLERANCE, FP32_TOLERANCE, allowed_difference, parity_inputs
 from ..fileio import sha256_file
 from ..models.checkpoints import load_checkpoint
 from .devices import DeviceProfile, list_devices, unavailable_reason
 from .run import BenchConfig, BenchResult, bench_artifact, record_bench
-
-VULKAN_TOLERANCE = (1e-3, 1e-2)  # ncnn on a real GPU computes in fp16
 
 
 @dataclass
@@ -33,7 +31,7 @@ class DeviceRow:
 def tolerance(profile: DeviceProfile, reference: np.ndarray) -> float | None:
     if profile.int8:
         return None  # int8 is checked at export, by top-1 agreement
-    return allowed_difference(VULKAN_TOLERANCE if profile.provider == "vulkan" else FP32_TOLERANCE[profile.format],
+    return allowed_difference(FP16_TOLERANCE if profile.precision == "fp16" else FP32_TOLERANCE[profile.format],
                               reference)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EdgeticketError
+from ..host import CpuInfo, cpu_info
 
 RUNTIMES = {"onnxruntime": ("cpu", "cuda", "tensorrt"), "executorch": ("xnnpack",), "ncnn": ("cpu", "vulkan")}
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -91,8 +92,11 @@ def unavailable_reason(profile: DeviceProfile) -> str | None:
     return None if vulkan_devices() else "no Vulkan device (install mesa-vulkan-drivers libvulkan1 for lavapipe, or use a GPU)"
 
 
-def timing_note(profile: DeviceProfile) -> str | None:
-    """Why a profile's timings should not be read as the device's, when they should not."""
+def timing_note(profile: DeviceProfile, cpu: CpuInfo | None = None) -> str | None:
+    """Why a profile's timings should not be read as the device's, when they should not (`cpu`: the one it ran on)."""
+    cpu = cpu or cpu_info()
+    if profile.runtime == "ncnn" and profile.provider == "cpu" and profile.precision == "fp16" and not cpu.fp16_arithmetic:
+        return "no fp16 arithmetic on this CPU (asimdhp, avx512_fp16): ncnn runs its fp32 kernels, not the fp16 path"
     if profile.provider == "vulkan":
         from ..export.ncnn import is_software, vulkan_devices
         devices = vulkan_devices()

@@ -17,6 +17,7 @@ from ..data import DataConfig, TensorImages, load_dataset
 from ..errors import EdgeticketError
 from ..export import artifact_metadata
 from ..fileio import size_on_disk, write_json
+from ..host import CpuInfo
 from .devices import DeviceProfile, get_device, timing_note
 from .stats import LatencyStats
 
@@ -52,6 +53,7 @@ class BenchResult:
     load_average: dict = field(default_factory=dict)
     timing_meaningful: bool = True
     note: str = ""
+    host: dict = field(default_factory=dict)  # the CPU the runtime ran on: model, arch, relevant flags
 
     def as_dict(self) -> dict:
         return {**asdict(self), "latency": self.latency.as_dict()}
@@ -66,6 +68,13 @@ def default_device(path: str | Path) -> str:
         return "ncnn-cpu-1t"
     precision = artifact_metadata(path).get("edgeticket.precision", "fp32") if path.exists() else "fp32"
     return "ort-int8-1t" if precision == "int8" else "ort-cpu-1t"
+
+
+def int8_weights_note(metadata: dict[str, str], cpu: CpuInfo) -> str | None:
+    """An int8 model exported with full-range weights (on a VNNI or ARM CPU) saturates on x86 without VNNI."""
+    if metadata.get("edgeticket.int8_weight_bits") == "8" and cpu.x86 and not cpu.vnni:
+        return "8-bit int8 weights on x86 without VNNI can saturate: export on this machine for 7-bit weights"
+    return None
 
 
 def target_images(data: str, metadata: dict[str, str], root: str | None = None) -> TensorImages:
@@ -120,13 +129,15 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
         last = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]
         raise EdgeticketError(f"{profile.runtime} failed on {path.name}: {last}", hint="see EDGETICKET_DEBUG=1")
     out = json.loads(lines[-1])
-    note = timing_note(profile)
+    cpu = CpuInfo.from_dict(out["host"])
+    timing = timing_note(profile, cpu)
+    note = "; ".join(filter(None, [timing, int8_weights_note(metadata, cpu)]))
     return BenchResult(str(path), profile.name, profile.runtime, out["runtime_version"], profile.provider,
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
                        size_on_disk(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
                        out["peak_memory_mb"], out["model_memory_mb"], out["accuracy"], out["test_images"],
                        out["max_abs_diff"], {"before": list(load_before), "after": list(load_after)},
-                       note is None, note or "")
+                       timing is None, note, out["host"])
 
 
 def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchResult:

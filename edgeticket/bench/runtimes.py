@@ -31,7 +31,7 @@ def executorch_runner(path: Path, profile: DeviceProfile) -> Runner:
 
 def ncnn_runner(path: Path, profile: DeviceProfile) -> Runner:
     from ..export.ncnn import NcnnModel
-    return NcnnModel(path, profile.threads, vulkan=profile.provider == "vulkan")
+    return NcnnModel(path, profile.threads, vulkan=profile.provider == "vulkan", precision=profile.precision)
 
 
 RUNNERS = {"onnxruntime": onnxruntime_runner, "executorch": executorch_runner, "ncnn": ncnn_runner}

@@ -2,7 +2,8 @@
 
 Timing: the first inference alone, then warm-up, then at least `runs` calls and at least `min_seconds`.
 Memory: the process's peak resident set (ru_maxrss) and its growth from loading and running the model.
-Accuracy: top-1 of the artifact in this runtime on the images of the job's .npz, one at a time (batch 1)."""
+Accuracy: top-1 of the artifact in this runtime on the images of the job's .npz, one at a time (batch 1).
+Host: the CPU it ran on (model, architecture, the flags that change a kernel), so a number names its machine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 import numpy as np
 
+from ..host import cpu_info
 from .devices import DeviceProfile
 from .runtimes import open_runner, runtime_version
 from .stats import timed_runs
@@ -30,7 +32,8 @@ def run(job: dict) -> dict:
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     first_ms, latency = timed_runs(lambda: predict(images), job["runs"], job["warmup"], job["min_seconds"])
     result = {"runtime_version": runtime_version(profile.runtime), "first_inference_ms": first_ms,
-              "latency": latency.as_dict(), "accuracy": None, "test_images": None, "max_abs_diff": None}
+              "latency": latency.as_dict(), "accuracy": None, "test_images": None, "max_abs_diff": None,
+              "host": cpu_info().as_dict()}
     if data is not None and "images" in data:
         predicted = np.array([predict(image[None]).argmax() for image in data["images"]])
         result.update(accuracy=float((predicted == data["labels"]).mean() * 100), test_images=int(len(predicted)))

@@ -24,6 +24,9 @@ FP32_TOLERANCE = {
     "executorch": (1e-3, 0.0),  # XNNPACK's own conv kernels and blocking (measured: <= 4e-6)
     "ncnn": (1e-3, 2e-3),       # pnnx's graph rewrites and ncnn's kernels: measured 1.2e-2 at logits of +-9
 }                               # (1.3e-3 relative) on resnet18 224x224, with fp16 storage and Winograd off too
+# a runtime asked for fp16 (ncnn's fp16 storage and arithmetic, a TensorRT fp16 engine): ncnn's fp16 path on
+# lavapipe measured 9.8e-3 at logits of +-6.8 (digits ticket) and 1.7e-3 of the largest logit (resnet18 at 224)
+FP16_TOLERANCE = (1e-3, 1e-2)
 INT8_MIN_AGREEMENT = 0.99
 
 

@@ -46,12 +46,21 @@ def is_software(device: dict) -> bool:
     return device["type"] == 3 or "llvmpipe" in device["name"].lower()
 
 
+def set_precision(opt, precision: str) -> None:
+    """ncnn's defaults turn on fp16 storage, packing and arithmetic wherever the hardware has them (bf16 storage
+    is one switch away): a model runs in the precision its profile names, so fp32 turns all of them off."""
+    fp16 = precision == "fp16"
+    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
+    opt.use_bf16_storage = opt.use_bf16_packed = False
+
+
 class NcnnModel:
-    def __init__(self, folder: str | Path, threads: int = 1, vulkan: bool = False):
+    def __init__(self, folder: str | Path, threads: int = 1, vulkan: bool = False, precision: str = "fp32"):
         import ncnn
         self.net = ncnn.Net()
         self.net.opt.num_threads = threads
         self.net.opt.use_vulkan_compute = vulkan
+        set_precision(self.net.opt, precision)
         folder = Path(folder)
         if self.net.load_param(str(folder / PARAM)) != 0 or self.net.load_model(str(folder / BIN)) != 0:
             raise EdgeticketError(f"ncnn cannot load {folder}", hint="export it again with --format ncnn")

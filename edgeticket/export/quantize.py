@@ -1,15 +1,15 @@
 """ONNX INT8: static QDQ, per-channel weights, calibrated on seeded training images after onnxruntime's
 quantization pre-processing; kept only if its top-1 agrees with fp32 on >= 99% of held-out test images.
 
-Weights use the reduced 7-bit range: on x86 without VNNI (AVX2, plain AVX-512) onnxruntime multiplies u8
-activations by s8 weights with VPMADDUBSW, whose int16 sums saturate; onnxruntime's docs name reduce_range
-as the fix. Measured on a 50% channel resnet18 finetuned on digits at 224x224 (AVX2): full-range weights
-agreed with fp32 on 95.5% of test images, 7-bit weights on 99.5% at the same speed (1.7x fp32), u8 weights
-on 100% but only 1.2x faster. The artifact is deployed on machines we cannot see, so 7-bit is the default
-everywhere, not only where the check happens to run.
+The weight range follows the CPU the export runs on. On x86 without VNNI (AVX2, plain AVX-512) onnxruntime
+multiplies u8 activations by s8 weights with VPMADDUBSW, whose int16 pair sums saturate; onnxruntime's docs
+name 7-bit weights (reduce_range) as the fix. Measured on a 50% channel resnet18 finetuned on digits at
+224x224 (AVX2): full-range weights agreed with fp32 on 95.5% of test images, 7-bit weights on 99.5% at the
+same speed. With VNNI (and on ARM) products are summed in int32, so 7-bit weights would only cost precision:
+full 8-bit there. The choice, its reason and the CPU's flags go into the model's metadata.
 
 If all-int8 still misses the check, the first conv and the classifier are kept in fp32 (the usual mixed
-precision, slower) and the check runs again."""
+precision, slower), named in the metadata, and the check runs again."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..data import ImageSplits, TensorImages, stratified_subset
 from ..fileio import atomic_path
+from ..host import CpuInfo, cpu_info
 from ..ticket import Ticket
 from .checks import INT8_MIN_AGREEMENT, ExportCheckFailed, ExportReport, metadata
 from .onnx import INPUT_NAME, add_metadata, open_session, predict_onnx, write_onnx
@@ -46,6 +47,15 @@ def kept_in_fp32(path: Path) -> list[str]:
     return convs[:1] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
 
 
+def weight_bits(cpu: CpuInfo) -> tuple[int, str]:
+    """The int8 weight range for `cpu`, and why."""
+    if cpu.x86 and not cpu.vnni:
+        return 7, "x86 without VNNI: u8 x s8 products are summed in int16, which saturates with 8-bit weights"
+    if cpu.x86:
+        return 8, "x86 with VNNI: int8 products are summed in int32"
+    return 8, f"{cpu.arch}: int8 products are summed in int32"
+
+
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
@@ -53,6 +63,8 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
 def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, ticket_sha256: str | None = None,
                      calibration_images: int = 256, seed: int = 0,
                      min_agreement: float = INT8_MIN_AGREEMENT) -> ExportReport:
+    cpu = cpu_info()
+    bits, why = weight_bits(cpu)
     chosen = stratified_subset(splits.train.labels, calibration_images, seed)
     calibration = TensorImages(splits.train.images[chosen], splits.train.labels[chosen])
     with tempfile.TemporaryDirectory() as work, atomic_path(path) as tmp:
@@ -62,7 +74,7 @@ def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, tick
         reference = predict_onnx(open_session(fp32, threads=2), splits.test)
         for kept in ([], kept_in_fp32(prepared)):
             quantize_static(str(prepared), str(tmp), Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                            per_channel=True, reduce_range=bits == 7, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=kept)
             agreement = top1_agreement(predict_onnx(open_session(tmp, threads=2), splits.test), reference)
             if agreement >= min_agreement:
@@ -72,9 +84,14 @@ def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, tick
                                     f"(< {min_agreement:.0%}), even with the first conv and classifier in fp32",
                                     hint="no file was written; calibrate on more images or ship fp32")
         add_metadata(tmp, {**metadata(ticket, ticket_sha256, precision="int8"),
+                           "edgeticket.int8_agreement": f"{agreement:.6f}",
+                           "edgeticket.int8_check_images": str(len(splits.test)),
                            "edgeticket.int8_fp32_nodes": ",".join(kept),
-                           "edgeticket.int8_weight_bits": "7"})
+                           "edgeticket.int8_weight_bits": str(bits),
+                           "edgeticket.int8_weight_bits_reason": why,
+                           "edgeticket.export_cpu": cpu.describe()})
         size = tmp.stat().st_size
     layers = "all layers int8" if not kept else "first conv and classifier in fp32"
     return ExportReport(str(path), "onnx", "int8", size,
-                        f"top-1 agreement with fp32 ({len(splits.test)} test images; {layers})", agreement, min_agreement)
+                        f"top-1 agreement with fp32 ({len(splits.test)} test images; {layers}; {bits}-bit weights)",
+                        agreement, min_agreement)

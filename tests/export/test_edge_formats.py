@@ -1,11 +1,12 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.export import ExportCheckFailed, artifact_metadata, checks, export
-from edgeticket.export.quantize import export_onnx_int8
-from edgeticket.metrics import accuracy, predict
+from edgeticket.export.ncnn import NcnnModel
 
 pytestmark = pytest.mark.slow  # ExecuTorch and ncnn exports take seconds each
 
@@ -16,6 +17,42 @@ pytest.importorskip("ncnn")
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset(DataConfig("digits", image_size=28, channels=1))
+
+
+@pytest.fixture(scope="module")
+def ncnn_folder(digits_ticket, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ncnn") / "m.ncnn"
+    export(digits_ticket, folder, "ncnn")
+    return folder
+
+
+def reduced_precision_switches(model: NcnnModel) -> dict[str, bool]:
+    opt = model.net.opt
+    return {name: getattr(opt, name) for name in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+                                                  "use_bf16_storage", "use_bf16_packed")}
+
+
+def test_ncnn_runs_the_precision_its_profile_names(ncnn_folder):
+    """ncnn's defaults turn fp16 storage and arithmetic on wherever the CPU has them; fp32 turns them off."""
+    assert not any(reduced_precision_switches(NcnnModel(ncnn_folder, precision="fp32")).values())
+    assert not any(reduced_precision_switches(NcnnModel(ncnn_folder)).values())  # the export check's default
+    fp16 = reduced_precision_switches(NcnnModel(ncnn_folder, precision="fp16"))
+    assert fp16["use_fp16_storage"] and fp16["use_fp16_arithmetic"] and not fp16["use_bf16_storage"]
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", checks.FP32_TOLERANCE["ncnn"]),
+                                                   ("fp16", checks.FP16_TOLERANCE)])
+def test_ncnn_logits_and_accuracy_on_every_test_image(digits_ticket, digits, ncnn_folder, precision, tolerance):
+    """fp32 ncnn gives torch's logits within the fp32 tolerance and exactly torch's accuracy on all 599 test digits;
+    fp16 (computed in fp16 only where the CPU has fp16 arithmetic) stays within the fp16 tolerance."""
+    images = digits.test.batch(np.arange(len(digits.test)))[0]
+    with torch.no_grad():
+        expected = digits_ticket.deployable()(images).numpy()
+    got = NcnnModel(ncnn_folder, precision=precision)(images.numpy())
+    assert np.abs(got - expected).max() <= checks.allowed_difference(tolerance, expected)
+    labels = digits.test.labels.numpy()
+    if precision == "fp32":
+        assert (got.argmax(1) == labels).mean() == (expected.argmax(1) == labels).mean()
 
 
 @pytest.mark.parametrize("fmt, suffix", [("executorch", ".pte"), ("ncnn", ".ncnn")])
@@ -35,31 +72,3 @@ def test_failed_check_leaves_nothing(digits_ticket, tmp_path, monkeypatch, fmt, 
     with pytest.raises(ExportCheckFailed, match="parity"):
         export(digits_ticket, tmp_path / f"m{suffix}", fmt)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_int8_agrees_with_fp32_and_keeps_accuracy(digits_ticket, digits, tmp_path):
-    report = export(digits_ticket, tmp_path / "q.onnx", "onnx", int8=True, splits=digits)
-    assert report.precision == "int8" and report.value >= 0.99
-    assert "all layers int8" in report.check  # 7-bit weights: no int16 saturation on AVX2, so no fp32 fallback
-    assert artifact_metadata(tmp_path / "q.onnx")["edgeticket.int8_fp32_nodes"] == ""
-    from edgeticket.export.onnx import open_session, predict_onnx
-    int8_accuracy = float((predict_onnx(open_session(tmp_path / "q.onnx"), digits.test).argmax(1)
-                           == digits.test.labels.numpy()).mean())
-    fp32_accuracy = accuracy(predict(digits_ticket.deployable(), digits.test), digits.test.labels)
-    assert abs(int8_accuracy - fp32_accuracy) <= 0.01
-    assert (tmp_path / "q.onnx").stat().st_size < 0.5 * export(digits_ticket, tmp_path / "f.onnx").size_bytes
-
-
-def test_int8_below_agreement_writes_nothing(digits_ticket, digits, tmp_path):
-    with pytest.raises(ExportCheckFailed, match="agrees with fp32"):
-        export_onnx_int8(digits_ticket, tmp_path / "q.onnx", digits, min_agreement=1.01)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_int8_needs_data_and_onnx(digits_ticket, tmp_path):
-    from edgeticket.errors import EdgeticketError
-    with pytest.raises(EdgeticketError, match="calibrates") as error:
-        export(digits_ticket, tmp_path / "q.onnx", "onnx", int8=True)
-    assert "--data" in error.value.hint
-    with pytest.raises(EdgeticketError, match="--format onnx"):
-        export(digits_ticket, tmp_path / "q.pte", "executorch", int8=True)
