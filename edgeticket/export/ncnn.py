@@ -1,5 +1,8 @@
 """ncnn through pnnx: a folder `<name>.ncnn/` holding model.ncnn.param, model.ncnn.bin and metadata.json
-(the layout `yolo export format=ncnn` users know). Runs on ncnn's CPU path or its Vulkan GPU path."""
+(the layout `yolo export format=ncnn` users know). Runs on ncnn's CPU path or its Vulkan GPU path.
+
+Weights are stored in fp32 (pnnx stores fp16 by default, which an fp32 profile would silently run); an fp16
+profile converts them at load time through ncnn's fp16 storage."""
 
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
     with atomic_dir(path) as staging, tempfile.TemporaryDirectory() as work:
         traced = os.path.join(work, "model.pt")
         with native_output_captured():
-            pnnx.export(ticket.deployable(), traced, (ticket.example_input(),))
+            pnnx.export(ticket.deployable(), traced, (ticket.example_input(),), fp16=False)  # fp32 weights
         for name in (PARAM, BIN):
             shutil.copy(os.path.join(work, name), staging / name)
         diff, limit = check_fp32("ncnn", NcnnModel(staging), ticket)
