@@ -33,3 +33,13 @@ def test_bench_refuses_a_non_model(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"not onnx")
     with pytest.raises(EdgeticketError, match="not a readable ONNX model"):
         bench_onnx(tmp_path / "x.onnx")
+
+
+def test_an_8_bit_int8_model_on_x86_without_vnni_is_flagged():
+    from edgeticket.bench.run import int8_weights_note
+    from edgeticket.host import CpuInfo
+    avx2, vnni = CpuInfo("x", "x86_64", ("avx2",)), CpuInfo("y", "x86_64", ("avx2", "avx512_vnni"))
+    assert "saturate" in int8_weights_note({"edgeticket.int8_weight_bits": "8"}, avx2)
+    assert int8_weights_note({"edgeticket.int8_weight_bits": "7"}, avx2) is None
+    assert int8_weights_note({"edgeticket.int8_weight_bits": "8"}, vnni) is None
+    assert int8_weights_note({}, avx2) is None  # fp32 models carry no weight bits
