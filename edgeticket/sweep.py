@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .attacks import AttackConfig
 from .bench import BenchConfig, bench_onnx, record_bench
-from .console import info, progress_bar
+from .console import info, progress_bar, progress_console
 from .data import DataConfig, load_dataset
 from .errors import EdgeticketError
 from .evaluate import EvalConfig, evaluate
@@ -137,9 +137,17 @@ def cell_recipe(config: SweepConfig, coordinates: tuple) -> dict:
 
 
 def cells(config: SweepConfig) -> list[Cell]:
+    """The grid's cells, with sparsity 0 once per source, method, target and seed: it is the same dense ticket
+    under every pattern, so it runs under the first pattern and the report shows it under each."""
     kinds = list(config.sources) + [k for k in config.source_files if k not in config.sources]
     grid = itertools.product(kinds, config.methods, config.patterns, config.sparsities, config.targets, config.seeds)
-    return [Cell(*values, recipe=short_hash(cell_recipe(config, values))) for values in grid]
+    unique = dict.fromkeys(dense_once(config, values) for values in grid)
+    return [Cell(*values, recipe=short_hash(cell_recipe(config, values))) for values in unique]
+
+
+def dense_once(config: SweepConfig, coordinates: tuple) -> tuple:
+    source, method, pattern, sparsity, *rest = coordinates
+    return (source, method, config.patterns[0] if sparsity == 0 else pattern, sparsity, *rest)
 
 
 def source_recipe(config: SweepConfig, kind: str, seed: int) -> TrainConfig:
@@ -210,9 +218,11 @@ def run_sweep(config: SweepConfig) -> Report:
     config.out.mkdir(parents=True, exist_ok=True)
     write_json(asdict(config), config.out / "config.json")
     grid = cells(config)
-    pending = [c for c in grid if not _finished(config, c)]
+    # seed by seed, so a sweep cut short has whole replications: every source and pattern of its first seeds
+    pending = sorted((c for c in grid if not _finished(config, c)), key=lambda c: c.seed)
     sources: dict[tuple[str, int], Path] = {}
     done = failed = 0
+    spent = 0.0
     with progress_bar() as bar:
         task = bar.add_task("sweep", total=len(grid), completed=len(grid) - len(pending),
                             status=f"{len(grid) - len(pending)} done before, {len(pending)} left")
@@ -230,13 +240,26 @@ def run_sweep(config: SweepConfig) -> Report:
                 result, failed = {"status": "failed", "error": f"{error.message} ({error.hint})"}, failed + 1
             except Exception as error:  # one broken cell must not stop the grid
                 result, failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}, failed + 1
-            write_json({**asdict(cell), "cell": cell.name, "seconds": time.perf_counter() - began, **result},
+            seconds = time.perf_counter() - began
+            write_json({**asdict(cell), "cell": cell.name, "seconds": seconds, **result},
                        config.out / cell.name / "result.json")
             bar.update(task, advance=1)
+            spent += seconds
+            if not progress_console.is_terminal:  # a redirected sweep shows no bar: one line per cell instead
+                info(cell_line(cell, seconds, result, done + failed, len(pending), spent))
     results = [json.loads((config.out / c.name / "result.json").read_text()) for c in grid
                if (config.out / c.name / "result.json").exists()]
     write_text("".join(json.dumps(r) + "\n" for r in results), config.out / "results.jsonl")
     return write_report(config.out)
+
+
+def cell_line(cell: Cell, seconds: float, result: dict, finished: int, pending: int, spent: float) -> str:
+    """One line per finished cell for logs: what ran, how long, its accuracy, and what is left."""
+    outcome = (f"acc {result['metrics']['accuracy']:.2f}%" if result["status"] == "ok"
+               else f"FAILED: {result['error']}")
+    left = pending - finished
+    eta = time.strftime("%H:%M:%S", time.gmtime(spent / finished * left))
+    return f"[{finished}/{pending}] {cell.name} {seconds:.0f}s {outcome}; {left} left, about {eta} to go"
 
 
 def _finished(config: SweepConfig, cell: Cell) -> bool:
