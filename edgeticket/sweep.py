@@ -14,11 +14,13 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .attacks import AttackConfig
 from .bench import BenchConfig, bench_onnx, record_bench
 from .console import info, progress_bar, progress_console
@@ -150,6 +152,27 @@ def dense_once(config: SweepConfig, coordinates: tuple) -> tuple:
     return (source, method, config.patterns[0] if sparsity == 0 else pattern, sparsity, *rest)
 
 
+def sweep_recipe(config: SweepConfig) -> str:
+    """A short hash of everything that decides the sweep's results (its folder and cache do not)."""
+    return short_hash({k: v for k, v in asdict(config).items() if k not in ("out", "cache")})
+
+
+def code_commit() -> str | None:
+    """The git commit this edgeticket runs from, "+dirty" when its code has uncommitted changes; None outside
+    a git checkout (an installed wheel), where the version is what identifies the code."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30, check=True)
+        changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "edgeticket"],
+                                 capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
 def source_recipe(config: SweepConfig, kind: str, seed: int) -> TrainConfig:
     return dataclasses.replace(PRETRAIN, epochs=config.source_epochs, lr=config.source_lr,
                                batch_size=config.source_batch_size, seed=seed,
@@ -216,7 +239,8 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
 def run_sweep(config: SweepConfig) -> Report:
     config.validate()
     config.out.mkdir(parents=True, exist_ok=True)
-    write_json(asdict(config), config.out / "config.json")
+    write_json({**asdict(config), "recipe": sweep_recipe(config), "edgeticket": {"version": __version__, "commit": code_commit()}},
+               config.out / "config.json")
     grid = cells(config)
     # seed by seed, so a sweep cut short has whole replications: every source and pattern of its first seeds
     pending = sorted((c for c in grid if not _finished(config, c)), key=lambda c: c.seed)
