@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .config import FINETUNE, PRETRAIN
-from .console import console, emit_json, plain, set_mode
+from .console import console, emit_json, info, plain, set_mode
 from .errors import EdgeticketError
 
 def _flags_take_no_value() -> None:
@@ -355,11 +355,18 @@ def gap(model: Annotated[Path, typer.Option("--model", help="Checkpoint whose fe
 @command("edgeticket report runs/")
 def report(runs_dir: Path, paper: Paper = True,
            all_cells: Annotated[bool, typer.Option("--all", help="In a sweep folder, also cells of earlier configs.")] = False,
+           results: Annotated[Optional[Path], typer.Option(
+               help="Also write the citable summary (recipe, commit, mean ± std, paired intervals) to FILE.md and "
+                    "FILE.json.", metavar="FILE.md")] = None,
            json_output: Json = False, quiet: Quiet = False) -> None:
     """Robust vs natural tickets from a runs folder (mean ± std and paired intervals over seeds), next to the
     paper's Table I; writes report.md/.json and plots."""
-    from .report import write_report
-    show_report(write_report(runs_dir, paper, all_cells), json_output)
+    from .report import write_report, write_results
+    report = write_report(runs_dir, paper, all_cells)
+    written = write_results(report, results) if results else ()
+    show_report(report, json_output)
+    for path in written:
+        info(f"wrote {path}")
 
 
 @command("edgeticket demo --quick")

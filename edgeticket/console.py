@@ -65,7 +65,7 @@ def emit_json(payload: object, indent: int | None = 2) -> None:
 def info(message: str) -> None:
     """Human chatter: goes to stderr, silent under --json or --quiet."""
     if not (mode.json or mode.quiet):
-        progress_console.print(message)
+        progress_console.print(message, soft_wrap=True)  # a log line stays one line
 
 
 _active: list[Progress] = []

@@ -83,8 +83,24 @@ def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
     if not rows:
         raise EdgeticketError(f"no evaluated models under {runs_dir}",
                               hint="run `edgeticket eval MODEL --data D` first (it writes MODEL.eval.json)")
+    sweep = sweep_config(runs_dir)
+    if sweep and len(sweep.get("patterns", [])) > 1:
+        rows = dense_under_each_pattern(rows, sweep["patterns"])
     return sorted(rows, key=lambda r: (r["target"], r["method"], r["pattern"], r["source"], r["sparsity"],
                                        r["seed"] if r["seed"] is not None else -1, r["file"]))
+
+
+def sweep_config(runs_dir: Path) -> dict | None:
+    """A sweep folder's config.json (its grid, recipe hash and edgeticket commit); None elsewhere."""
+    path = runs_dir / "config.json"
+    return read_json(path) if path.exists() else None
+
+
+def dense_under_each_pattern(rows: list[dict], patterns: list[str]) -> list[dict]:
+    """A sweep runs sparsity 0 once, under its first pattern: the same dense ticket starts every pattern's curve,
+    so its rows are shown (and paired) under each pattern."""
+    return rows + [{**r, "pattern": pattern} for r in rows if r["sparsity"] == 0 and r["pattern"] == patterns[0]
+                   for pattern in patterns[1:]]
 
 
 GROUP = ("target", "source", "method", "pattern", "sparsity")
@@ -260,6 +276,7 @@ class Report:
     plots: list[Path]
     failed: list[dict]
     paper: bool = True
+    sweep: dict | None = None  # a sweep folder's config.json: grid, recipe hash, edgeticket version and commit
 
     @property
     def seeds(self) -> int:
@@ -295,13 +312,59 @@ def write_report(runs_dir: str | Path, paper: bool = True, all_cells: bool = Fal
     rows = collect(runs_dir, all_cells)
     summary = seed_summary(rows)
     report = Report(rows, summary, paired_differences(rows), runs_dir / "report.md", runs_dir / "report.json",
-                    plot(rows, summary, runs_dir), failed_cells(runs_dir, all_cells), paper)
-    text = "\n\n".join([f"# edgeticket report: {runs_dir}",
+                    plot(rows, summary, runs_dir), failed_cells(runs_dir, all_cells), paper, sweep_config(runs_dir))
+    text = "\n\n".join([f"# edgeticket report: {runs_dir}", *([provenance_line(report.sweep)] if report.sweep else []),
                          "Latency: p50 at batch 1 per benched device profile. A row flagged (chance) is no better "
                          "than guessing: its other metrics describe a constant, not a classifier.",
                          *[f"## {title}\n\n{markdown_table(*table)}" for title, table in report.sections()],
                          *[f"![{p.stem}]({p.name})" for p in report.plots]]) + "\n"
     write_text(text, report.markdown)
-    write_json({"rows": rows, "summary": summary, "differences": report.differences, "failed": report.failed,
+    write_json({"sweep": report.sweep, "rows": rows, "summary": summary, "differences": report.differences,
+                "failed": report.failed,
                 **({"paper_table1_resnet18": paper_rows()} if paper else {})}, report.json)
     return report
+
+
+def provenance_line(sweep: dict) -> str:
+    code = sweep.get("edgeticket", {})
+    return (f"Sweep recipe `{sweep.get('recipe', 'unrecorded')}`, edgeticket {code.get('version', '?')} at commit "
+            f"`{code.get('commit') or 'unrecorded'}`.")
+
+
+def verdict_sentence(difference: dict) -> str:
+    """One plain sentence per grid point: the difference, its interval, and whether the interval excludes zero."""
+    where = f"{difference['pattern']} {difference['sparsity']:g}"
+    what = f"{difference['source']} - {difference['baseline']}"
+    if not math.isfinite(difference["high"]):
+        return f"- {where}: {what} = {difference['mean']:+.2f} points from one seed: no interval, no claim."
+    interval = f"{difference['mean']:+.2f} points, 95% interval [{difference['low']:+.2f}, {difference['high']:+.2f}]"
+    if difference["low"] > 0 or difference["high"] < 0:
+        better = difference["source"] if difference["low"] > 0 else difference["baseline"]
+        return f"- {where}: {what} = {interval}: the interval excludes zero, {better} tickets are more accurate."
+    return f"- {where}: {what} = {interval}: the interval spans zero, no difference shown."
+
+
+def write_results(report: Report, path: str | Path) -> tuple[Path, Path]:
+    """The citable part of a sweep's report, as PATH (markdown) and PATH with .json: recipe hash and commit,
+    mean ± std per grid point, paired differences with intervals, and one sentence per point; no per-model
+    rows, plots or paths, so it stays a few kB and can be committed."""
+    path = Path(path)
+    if path.suffix != ".md":
+        raise EdgeticketError(f"--results wants a .md path, got {path.name}", hint="e.g. docs/results/paper_small.md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in (report.sweep or {}).items() if k not in ("out", "cache", "edgeticket", "recipe")}
+    sections = [f"# {path.stem}: mean ± std over seeds, and differences paired by seed",
+                provenance_line(report.sweep) if report.sweep else "Not a sweep folder: no recipe or commit recorded.",
+                f"Settings: `{json.dumps(settings, sort_keys=True)}`" if settings else "",
+                f"## Mean ± std over seeds (sample std)\n\n{markdown_table(*summary_table(report.summary))}",
+                f"## Accuracy difference, paired by seed (95% Student-t interval)\n\n"
+                f"{markdown_table(*paired_table(report.differences))}",
+                "## In words\n\n" + "\n".join(verdict_sentence(d) for d in report.differences)]
+    if report.failed:
+        sections.append("## Failed cells\n\n" + markdown_table(["cell", "error"],
+                                                                 [[f["cell"], f["error"]] for f in report.failed]))
+    write_text("\n\n".join(filter(None, sections)) + "\n", path)
+    json_path = path.with_suffix(".json")
+    write_json({"sweep": report.sweep, "summary": report.summary, "differences": report.differences,
+                "failed": [{"cell": f["cell"], "error": f["error"]} for f in report.failed]}, json_path)
+    return path, json_path

@@ -46,9 +46,10 @@ def test_report_joins_eval_and_bench(tuned, runner):
     assert "96.3" not in write_report(tuned, paper=False).markdown.read_text()
 
 
-def fake_eval(folder, name, source, seed, accuracy, runtime="torch", sha=None, classes_ok=True):
+def fake_eval(folder, name, source, seed, accuracy, runtime="torch", sha=None, classes_ok=True,
+              pattern="channel", sparsity=0.5):
     """An eval sidecar as `evaluate` writes it, for testing the report's arithmetic on chosen numbers."""
-    provenance = {"source_kind": source, "method": "omp", "pattern": "channel", "sparsity": 0.5,
+    provenance = {"source_kind": source, "method": "omp", "pattern": pattern, "sparsity": sparsity,
                   "stages": [{"stage": "finetune", "seed": seed}]}
     record = {"model": str(folder / name), "runtime": runtime, "data": "digits", "test_images": 599, "ood": None,
               "attack": "none", "note": "", "ticket_sha256": sha or f"{source}{seed}", "provenance": provenance,
@@ -75,6 +76,33 @@ def test_report_pairs_seeds_and_matches_scipy_paired_t_interval(tmp_path):
     assert robust_summary["acc"] == pytest.approx((np.mean(robust), np.std(robust, ddof=1)))
     text = report.markdown.read_text()
     assert "95% interval" in text and "s0/natural.ticket" in text and "The paper" not in text
+
+
+def test_sweep_results_show_the_dense_cell_under_each_pattern_with_recipe_and_commit(tmp_path, runner):
+    """A sweep runs sparsity 0 once; the report pairs it under both patterns, and --results writes the citable
+    summary: its numbers are the report's, its sentences follow the intervals."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "patterns": ["channel", "unstructured"], "recipe": "abcd1234", "out": "x", "cache": "y", "seeds": [0, 1, 2],
+        "edgeticket": {"version": "0.1.0", "commit": "f00d"}}))
+    natural, robust = {0: [97.0, 97.5, 96.5], 0.9: [80.0, 82.0, 81.0]}, {0: [96.0, 97.0, 97.0], 0.9: [88.0, 90.0, 89.5]}
+    for seed in range(3):
+        for sparsity, pattern in ((0, "channel"), (0.9, "unstructured")):
+            for source, values in (("natural", natural), ("robust", robust)):
+                fake_eval(tmp_path / f"{source}-{sparsity}-s{seed}", "tuned.ticket", source, seed,
+                          values[sparsity][seed], pattern=pattern, sparsity=sparsity)
+    result = runner.invoke(app, ["report", str(tmp_path), "--no-paper", "--results", str(tmp_path / "doc" / "r.md")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "doc" / "r.json").read_text())
+    differences = {(d["pattern"], d["sparsity"]): d for d in saved["differences"]}
+    assert set(differences) == {("channel", 0), ("unstructured", 0), ("unstructured", 0.9)}
+    assert differences["channel", 0] == {**differences["unstructured", 0], "pattern": "channel"}
+    assert differences["unstructured", 0.9]["low"] > 0 and differences["channel", 0]["low"] < 0
+    text = (tmp_path / "doc" / "r.md").read_text()
+    assert "`abcd1234`" in text and "`f00d`" in text and "tuned.ticket" not in text
+    assert "unstructured 0.9: robust - natural = +8.17 points" in text and "excludes zero, robust tickets" in text
+    assert "channel 0: robust - natural = -0.33 points" in text and "spans zero" in text
+    assert saved["sweep"]["recipe"] == "abcd1234" and len((tmp_path / "doc" / "r.json").read_bytes()) < 20_000
+    assert runner.invoke(app, ["report", str(tmp_path), "--results", str(tmp_path / "r.txt")]).exit_code == 1
 
 
 def test_report_shows_onnx_only_evals_and_flags_chance(tmp_path):

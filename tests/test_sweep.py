@@ -7,7 +7,7 @@ import time
 import pytest
 
 from edgeticket.errors import EdgeticketError
-from edgeticket.sweep import SweepConfig, cells
+from edgeticket.sweep import Cell, SweepConfig, cell_line, cells, sweep_recipe
 
 TOML = """
 out = "{out}"
@@ -39,16 +39,36 @@ def test_cells_cover_the_grid():
     assert len(grid) == 2 * 2 * 2 * 2 and len({c.name for c in grid}) == len(grid)
 
 
+def test_sparsity_zero_runs_once_per_source_and_seed():
+    config = SweepConfig(patterns=["channel", "unstructured"], sparsities=[0.0, 0.5], seeds=[0, 1])
+    grid = cells(config)
+    dense = [c for c in grid if c.sparsity == 0]
+    assert len(grid) == 2 * 2 * (1 + 2) and len({c.name for c in grid}) == len(grid)
+    assert len(dense) == 2 * 2 and {c.pattern for c in dense} == {"channel"}
+
+
+def test_a_log_line_per_cell_says_what_is_left():
+    cell = Cell("robust", "omp", "channel", 0.8, "digits", 1, "abcd1234")
+    line = cell_line(cell, 90.4, {"status": "ok", "metrics": {"accuracy": 93.3222}}, 3, 10, 600.0)
+    assert line == "[3/10] robust/omp-channel-0.8-digits-s1-abcd1234 90s acc 93.32%; 7 left, about 00:23:20 to go"
+    assert "FAILED: boom" in cell_line(cell, 1.0, {"status": "failed", "error": "boom"}, 1, 2, 1.0)
+
+
 @pytest.mark.slow
 def test_killed_sweep_resumes_and_reports_every_cell(tmp_path):
     (tmp_path / "s.toml").write_text(TOML.format(out=tmp_path / "out", cache=tmp_path / "cache"))
     command = [sys.executable, "-m", "edgeticket", "sweep", str(tmp_path / "s.toml")]
-    process = subprocess.Popen(command + ["--quiet"])
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "out").rglob("result.json")):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with open(tmp_path / "log", "w") as log:  # not a terminal: one line per finished cell
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        deadline = time.time() + 300
+        while time.time() < deadline and "[1/4]" not in (tmp_path / "log").read_text():
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert " acc " in (tmp_path / "log").read_text() and "3 left, about" in (tmp_path / "log").read_text()
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["recipe"] == sweep_recipe(SweepConfig.from_toml(tmp_path / "s.toml"))
+    assert config["edgeticket"]["version"] and "commit" in config["edgeticket"]
     finished = {p: p.stat().st_mtime for p in (tmp_path / "out").rglob("result.json")}
     assert 1 <= len(finished) < 4, "killed before the sweep could finish"
     result = subprocess.run(command + ["--json"], capture_output=True, text=True, check=True)
