@@ -361,11 +361,11 @@ def report(runs_dir: Path, paper: Paper = True,
            json_output: Json = False, quiet: Quiet = False) -> None:
     """Robust vs natural tickets from a runs folder (mean ± std and paired intervals over seeds), next to the
     paper's Table I; writes report.md/.json and plots."""
-    from .report import write_report, write_results
-    report = write_report(runs_dir, paper, all_cells)
-    written = write_results(report, results) if results else ()
-    show_report(report, json_output)
-    for path in written:
+    from .report import results_path, write_report, write_results
+    results = results_path(results) if results else None
+    result = write_report(runs_dir, paper, all_cells)
+    show_report(result, json_output)
+    for path in write_results(result, results) if results else ():
         info(f"wrote {path}")
 
 

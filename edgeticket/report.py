@@ -83,9 +83,9 @@ def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
     if not rows:
         raise EdgeticketError(f"no evaluated models under {runs_dir}",
                               hint="run `edgeticket eval MODEL --data D` first (it writes MODEL.eval.json)")
-    sweep = sweep_config(runs_dir)
-    if sweep and len(sweep.get("patterns", [])) > 1:
-        rows = dense_under_each_pattern(rows, sweep["patterns"])
+    patterns = (sweep_config(runs_dir) or {}).get("patterns", [])
+    if len(patterns) > 1:
+        rows = dense_under_each_pattern(rows, patterns)
     return sorted(rows, key=lambda r: (r["target"], r["method"], r["pattern"], r["source"], r["sparsity"],
                                        r["seed"] if r["seed"] is not None else -1, r["file"]))
 
@@ -97,10 +97,16 @@ def sweep_config(runs_dir: Path) -> dict | None:
 
 
 def dense_under_each_pattern(rows: list[dict], patterns: list[str]) -> list[dict]:
-    """A sweep runs sparsity 0 once, under its first pattern: the same dense ticket starts every pattern's curve,
-    so its rows are shown (and paired) under each pattern."""
-    return rows + [{**r, "pattern": pattern} for r in rows if r["sparsity"] == 0 and r["pattern"] == patterns[0]
-                   for pattern in patterns[1:]]
+    """A sweep runs OMP at sparsity 0 once, under its first pattern: the same dense ticket starts every pattern's
+    curve, so it is summarized and paired under each pattern where that pattern has no dense row of its own.
+    The copies are marked `shared`: the per-model table and the latency plot show each model once."""
+    def point(row: dict, pattern: str) -> tuple:
+        return row["target"], row["method"], row["source"], row["seed"], pattern
+
+    dense = {point(r, r["pattern"]) for r in rows if r["sparsity"] == 0}
+    return rows + [{**r, "pattern": pattern, "shared": True} for r in rows
+                   if r["sparsity"] == 0 and r["pattern"] == patterns[0] for pattern in patterns[1:]
+                   if point(r, pattern) not in dense]
 
 
 GROUP = ("target", "source", "method", "pattern", "sparsity")
@@ -175,7 +181,7 @@ def plot(rows: list[dict], summary: list[dict], out_dir: Path) -> list[Path]:
     axis.legend()
     axis.grid(alpha=0.3)
     paths.append(_save(figure, out_dir / "accuracy_vs_sparsity.png"))
-    timed = [r for r in rows if LATENCY_DEVICE in r["latency_ms"]]
+    timed = [r for r in rows if LATENCY_DEVICE in r["latency_ms"] and not r.get("shared")]
     if timed:
         figure, axis = plt.subplots(figsize=(6, 4))
         for source in sorted({r["source"] for r in timed}):
@@ -226,7 +232,7 @@ def rows_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
               human_count(r["nonzero_params"]) if r["nonzero_params"] is not None else "-",
               human_count(r["macs"]) if r["macs"] is not None else "-",
               human_bytes(r["size_bytes"]) if r["size_bytes"] else "-", _fmt(r["onnx_acc"]),
-              *[_fmt(r["latency_ms"].get(d), 3) for d in devices], r["file"]] for r in rows]
+              *[_fmt(r["latency_ms"].get(d), 3) for d in devices], r["file"]] for r in rows if not r.get("shared")]
     return header, lines
 
 
@@ -327,8 +333,10 @@ def write_report(runs_dir: str | Path, paper: bool = True, all_cells: bool = Fal
 
 def provenance_line(sweep: dict) -> str:
     code = sweep.get("edgeticket", {})
-    return (f"Sweep recipe `{sweep.get('recipe', 'unrecorded')}`, edgeticket {code.get('version', '?')} at commit "
-            f"`{code.get('commit') or 'unrecorded'}`.")
+    commits = code.get("commits") or [code.get("commit") or "unrecorded"]
+    where = (f"at commit `{commits[0]}`" if len(commits) == 1 else
+             "resumed across commits " + ", ".join(f"`{c}`" for c in commits) + " (cells may come from each)")
+    return f"Sweep recipe `{sweep.get('recipe', 'unrecorded')}`, edgeticket {code.get('version', '?')} {where}."
 
 
 def verdict_sentence(difference: dict) -> str:
@@ -344,27 +352,37 @@ def verdict_sentence(difference: dict) -> str:
     return f"- {where}: {what} = {interval}: the interval spans zero, no difference shown."
 
 
-def write_results(report: Report, path: str | Path) -> tuple[Path, Path]:
-    """The citable part of a sweep's report, as PATH (markdown) and PATH with .json: recipe hash and commit,
-    mean ± std per grid point, paired differences with intervals, and one sentence per point; no per-model
-    rows, plots or paths, so it stays a few kB and can be committed."""
+def results_path(path: str | Path) -> Path:
+    """Checked before any work: the results are written as PATH (.md) and PATH with .json."""
     path = Path(path)
     if path.suffix != ".md":
         raise EdgeticketError(f"--results wants a .md path, got {path.name}", hint="e.g. docs/results/paper_small.md")
+    return path
+
+
+def write_results(report: Report, path: str | Path) -> tuple[Path, Path]:
+    """The citable part of a sweep's report, as PATH (markdown) and PATH with .json: recipe hash and commit,
+    mean ± std per grid point, paired differences with intervals, one sentence per point, and each seed's
+    accuracies; no per-model table, plots or local paths, so it stays small and can be committed."""
+    path = results_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in (report.sweep or {}).items() if k not in ("out", "cache", "edgeticket", "recipe")}
+    sweep = {k: v for k, v in (report.sweep or {}).items() if k not in ("out", "cache")}
+    settings = {k: v for k, v in sweep.items() if k not in ("edgeticket", "recipe")}
     sections = [f"# {path.stem}: mean ± std over seeds, and differences paired by seed",
                 provenance_line(report.sweep) if report.sweep else "Not a sweep folder: no recipe or commit recorded.",
                 f"Settings: `{json.dumps(settings, sort_keys=True)}`" if settings else "",
                 f"## Mean ± std over seeds (sample std)\n\n{markdown_table(*summary_table(report.summary))}",
                 f"## Accuracy difference, paired by seed (95% Student-t interval)\n\n"
                 f"{markdown_table(*paired_table(report.differences))}",
-                "## In words\n\n" + "\n".join(verdict_sentence(d) for d in report.differences)]
+                "## In words\n\n" + "\n".join(verdict_sentence(d) for d in report.differences)
+                if report.differences else ""]
     if report.failed:
         sections.append("## Failed cells\n\n" + markdown_table(["cell", "error"],
                                                                  [[f["cell"], f["error"]] for f in report.failed]))
     write_text("\n\n".join(filter(None, sections)) + "\n", path)
     json_path = path.with_suffix(".json")
-    write_json({"sweep": report.sweep, "summary": report.summary, "differences": report.differences,
+    seeds = [{k: r[k] for k in ("target", "source", "method", "pattern", "sparsity", "seed", "acc", "adv_acc")}
+             for r in report.rows if not r.get("shared")]
+    write_json({"sweep": sweep or None, "summary": report.summary, "differences": report.differences, "seeds": seeds,
                 "failed": [{"cell": f["cell"], "error": f["error"]} for f in report.failed]}, json_path)
     return path, json_path

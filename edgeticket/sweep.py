@@ -143,13 +143,16 @@ def cells(config: SweepConfig) -> list[Cell]:
     under every pattern, so it runs under the first pattern and the report shows it under each."""
     kinds = list(config.sources) + [k for k in config.source_files if k not in config.sources]
     grid = itertools.product(kinds, config.methods, config.patterns, config.sparsities, config.targets, config.seeds)
-    unique = dict.fromkeys(dense_once(config, values) for values in grid)
+    unique = dict.fromkeys(canonical_coordinates(config, values) for values in grid)
     return [Cell(*values, recipe=short_hash(cell_recipe(config, values))) for values in unique]
 
 
-def dense_once(config: SweepConfig, coordinates: tuple) -> tuple:
+def canonical_coordinates(config: SweepConfig, coordinates: tuple) -> tuple:
+    """OMP at sparsity 0 removes nothing under any pattern, so it is one cell, under the first pattern. The
+    methods that train while drawing (imp, a-imp, lmp) take each pattern's own path even at 0, and keep theirs."""
     source, method, pattern, sparsity, *rest = coordinates
-    return (source, method, config.patterns[0] if sparsity == 0 else pattern, sparsity, *rest)
+    shared = method == "omp" and sparsity == 0
+    return (source, method, config.patterns[0] if shared else pattern, sparsity, *rest)
 
 
 def sweep_recipe(config: SweepConfig) -> str:
@@ -166,11 +169,20 @@ def code_commit() -> str | None:
     try:
         git = ["git", "-C", str(root)]
         commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30, check=True)
-        changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "edgeticket"],
+        changes = subprocess.run([*git, "status", "--porcelain", "--", "edgeticket"],
                                  capture_output=True, text=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return commit.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
+def code_record(previous_config: Path) -> dict:
+    """edgeticket's version and commit for config.json, with the commits of the runs before it: a sweep resumed
+    on newer code has cells from each, and says so."""
+    commit = code_commit()
+    earlier = json.loads(previous_config.read_text()).get("edgeticket", {}) if previous_config.exists() else {}
+    commits = [c for c in earlier.get("commits", [earlier.get("commit")]) if c and c != commit] + [commit]
+    return {"version": __version__, "commit": commit, "commits": [c for c in commits if c]}
 
 
 def source_recipe(config: SweepConfig, kind: str, seed: int) -> TrainConfig:
@@ -239,7 +251,7 @@ def run_cell(config: SweepConfig, cell: Cell, source_path: Path) -> dict:
 def run_sweep(config: SweepConfig) -> Report:
     config.validate()
     config.out.mkdir(parents=True, exist_ok=True)
-    write_json({**asdict(config), "recipe": sweep_recipe(config), "edgeticket": {"version": __version__, "commit": code_commit()}},
+    write_json({**asdict(config), "recipe": sweep_recipe(config), "edgeticket": code_record(config.out / "config.json")},
                config.out / "config.json")
     grid = cells(config)
     # seed by seed, so a sweep cut short has whole replications: every source and pattern of its first seeds
@@ -282,7 +294,8 @@ def cell_line(cell: Cell, seconds: float, result: dict, finished: int, pending: 
     outcome = (f"acc {result['metrics']['accuracy']:.2f}%" if result["status"] == "ok"
                else f"FAILED: {result['error']}")
     left = pending - finished
-    eta = time.strftime("%H:%M:%S", time.gmtime(spent / finished * left))
+    minutes, seconds_left = divmod(round(spent / finished * left), 60)
+    eta = f"{minutes // 60:02d}:{minutes % 60:02d}:{seconds_left:02d}"
     return f"[{finished}/{pending}] {cell.name} {seconds:.0f}s {outcome}; {left} left, about {eta} to go"
 
 

@@ -101,8 +101,20 @@ def test_sweep_results_show_the_dense_cell_under_each_pattern_with_recipe_and_co
     assert "`abcd1234`" in text and "`f00d`" in text and "tuned.ticket" not in text
     assert "unstructured 0.9: robust - natural = +8.17 points" in text and "excludes zero, robust tickets" in text
     assert "channel 0: robust - natural = -0.33 points" in text and "spans zero" in text
-    assert saved["sweep"]["recipe"] == "abcd1234" and len((tmp_path / "doc" / "r.json").read_bytes()) < 20_000
+    assert saved["sweep"]["recipe"] == "abcd1234" and "cache" not in saved["sweep"] and "out" not in saved["sweep"]
+    assert sorted((r["source"], r["seed"], r["acc"]) for r in saved["seeds"] if r["sparsity"] == 0.9) == \
+        sorted(("natural", s, natural[0.9][s]) for s in range(3)) + sorted(("robust", s, robust[0.9][s]) for s in range(3))
+    assert (tmp_path / "report.md").read_text().count("natural-0-s0/tuned.ticket") == 1  # each model listed once
     assert runner.invoke(app, ["report", str(tmp_path), "--results", str(tmp_path / "r.txt")]).exit_code == 1
+
+
+def test_a_pattern_with_its_own_dense_rows_keeps_them(tmp_path):
+    """Only a missing dense point is filled from the first pattern: a folder that has both is not counted twice."""
+    (tmp_path / "config.json").write_text(json.dumps({"patterns": ["channel", "unstructured"]}))
+    for pattern in ("channel", "unstructured"):
+        fake_eval(tmp_path / pattern, "tuned.ticket", "natural", 0, 97.0, pattern=pattern, sparsity=0)
+    rows = collect(tmp_path)
+    assert sorted(r["pattern"] for r in rows) == ["channel", "unstructured"] and not any(r.get("shared") for r in rows)
 
 
 def test_report_shows_onnx_only_evals_and_flags_chance(tmp_path):

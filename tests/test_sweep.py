@@ -7,7 +7,7 @@ import time
 import pytest
 
 from edgeticket.errors import EdgeticketError
-from edgeticket.sweep import Cell, SweepConfig, cell_line, cells, sweep_recipe
+from edgeticket.sweep import Cell, SweepConfig, cell_line, cells, code_record, sweep_recipe
 
 TOML = """
 out = "{out}"
@@ -45,6 +45,16 @@ def test_sparsity_zero_runs_once_per_source_and_seed():
     dense = [c for c in grid if c.sparsity == 0]
     assert len(grid) == 2 * 2 * (1 + 2) and len({c.name for c in grid}) == len(grid)
     assert len(dense) == 2 * 2 and {c.pattern for c in dense} == {"channel"}
+    trained = cells(SweepConfig(methods=["lmp"], patterns=["channel", "unstructured"], sparsities=[0.0], seeds=[0]))
+    assert len(trained) == 2 * 2  # LMP takes each pattern's own path even at 0: no sharing
+
+
+def test_config_json_keeps_the_commits_a_sweep_was_resumed_across(tmp_path, monkeypatch):
+    import edgeticket.sweep as sweep
+    (tmp_path / "config.json").write_text(json.dumps({"edgeticket": {"version": "0.1.0", "commit": "old"}}))
+    monkeypatch.setattr(sweep, "code_commit", lambda: "new")
+    assert code_record(tmp_path / "config.json")["commits"] == ["old", "new"]
+    assert code_record(tmp_path / "absent.json")["commits"] == ["new"]
 
 
 def test_a_log_line_per_cell_says_what_is_left():
@@ -52,6 +62,7 @@ def test_a_log_line_per_cell_says_what_is_left():
     line = cell_line(cell, 90.4, {"status": "ok", "metrics": {"accuracy": 93.3222}}, 3, 10, 600.0)
     assert line == "[3/10] robust/omp-channel-0.8-digits-s1-abcd1234 90s acc 93.32%; 7 left, about 00:23:20 to go"
     assert "FAILED: boom" in cell_line(cell, 1.0, {"status": "failed", "error": "boom"}, 1, 2, 1.0)
+    assert "about 30:00:00 to go" in cell_line(cell, 1.0, {"status": "failed", "error": "x"}, 1, 2, 108000.0)
 
 
 @pytest.mark.slow
