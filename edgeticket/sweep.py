@@ -29,7 +29,7 @@ from .errors import EdgeticketError
 from .evaluate import EvalConfig, evaluate
 from .export import export_onnx
 from .fileio import sha256_file, write_json, write_text
-from .report import Report, write_report
+from .report import Report, read_json, write_report
 from .models.checkpoints import load_checkpoint
 from .tickets import DrawConfig, Ticket, draw_ticket
 from .tickets.draw import DrawTraining
@@ -139,8 +139,8 @@ def cell_recipe(config: SweepConfig, coordinates: tuple) -> dict:
 
 
 def cells(config: SweepConfig) -> list[Cell]:
-    """The grid's cells, with sparsity 0 once per source, method, target and seed: it is the same dense ticket
-    under every pattern, so it runs under the first pattern and the report shows it under each."""
+    """The grid's cells, with OMP at sparsity 0 once per source, target and seed (see canonical_coordinates);
+    the report shows that cell under each pattern."""
     kinds = list(config.sources) + [k for k in config.source_files if k not in config.sources]
     grid = itertools.product(kinds, config.methods, config.patterns, config.sparsities, config.targets, config.seeds)
     unique = dict.fromkeys(canonical_coordinates(config, values) for values in grid)
@@ -180,7 +180,7 @@ def code_record(previous_config: Path) -> dict:
     """edgeticket's version and commit for config.json, with the commits of the runs before it: a sweep resumed
     on newer code has cells from each, and says so."""
     commit = code_commit()
-    earlier = json.loads(previous_config.read_text()).get("edgeticket", {}) if previous_config.exists() else {}
+    earlier = read_json(previous_config).get("edgeticket", {}) if previous_config.exists() else {}
     commits = [c for c in earlier.get("commits", [earlier.get("commit")]) if c and c != commit] + [commit]
     return {"version": __version__, "commit": commit, "commits": [c for c in commits if c]}
 
