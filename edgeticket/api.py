@@ -92,7 +92,8 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
 
 
 def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "channel", sparsity: float = 0.5,
-         scope: str = "layerwise", include_first_last: bool = False, round_to: int = 1, on: str = "downstream",
+         scope: str = "layerwise", include_first_last: bool = False, round_to: int | None = None,
+         device: str | None = None, on: str = "downstream",
          data: str | None = None, data_root: PathLike | None = None, subset: int | None = 1000, rate: float = 0.2,
          epochs: int = 1, lr: float = 0.01, attack: str = "l2:1.0", steps: int = 3, rewind: bool = False,
          seed: int = 0, output: PathLike | None = None) -> Ticket:
@@ -101,11 +102,15 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
     method: omp (one-shot magnitude) | imp | a-imp (iterative, adversarial) | lmp (learned mask).
     pattern: channel (removed physically by torch-pruning) | unstructured | row | kernel (masked).
     sparsity: channel: fraction of channels removed per layer; masked: fraction of weights removed.
-    round_to: channel: keep a multiple of this many channels per layer (8, 16 suit SIMD).
+    round_to: channel: keep a multiple of this many channels per layer (8, 16 suit SIMD); default: the
+    `device` profile's round_to, else 1.
     on, data, subset, rate, epochs, lr, attack, steps, rewind, seed: for the methods that train while
     drawing (imp, a-imp, lmp); see `edgeticket draw --help`. The draw's report is in `ticket.provenance`."""
     from .fileio import check_output, sha256_file
     from .tickets import DrawConfig, DrawTraining, draw_ticket
+    if round_to is None:
+        from .bench import get_device
+        round_to = get_device(device).round_to if device else 1
     training = DrawTraining(on=on, data=data, data_root=str(data_root) if data_root else None, subset=subset,
                             rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind, seed=seed)
     config = DrawConfig(method=method, pattern=pattern, sparsity=sparsity, scope=scope,
@@ -150,11 +155,13 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
 
 
 def evaluate(model: Ticket | PathLike, data: str = "digits", *, ood: str | None = None, attack: str = "linf:8/255",
-             attack_steps: int = 20, adv_images: int = 1000, data_root: PathLike | None = None):
-    """The paper's Table I row: accuracy (%), ECE, NLL, adversarial accuracy (PGD, torch only) and OOD ROC-AUC,
-    for a Ticket, a ticket file or an exported .onnx. A file also gets its `FILE.eval.json` for `report`."""
+             attack_steps: int = 20, adv_images: int = 1000, ood_images: int | None = None,
+             data_root: PathLike | None = None):
+    """The paper's Table I row: accuracy (%), ECE, NLL, adversarial accuracy (PGD, torch only) and OOD ROC-AUC
+    (on the first `ood_images` OOD images; all when None), for a Ticket, a ticket file or an exported .onnx.
+    A file also gets its `FILE.eval.json` for `report`."""
     from .evaluate import EvalConfig, evaluate as run
-    config = EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps, adv_images)
+    config = EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps, adv_images, ood_images)
     if isinstance(model, Ticket):
         with tempfile.TemporaryDirectory() as folder:
             model.save(Path(folder) / "model.ticket")
@@ -179,15 +186,18 @@ def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = 
 
 
 def bench(model: PathLike, *, device: str | None = None, data: str | None = None, runs: int = 100, warmup: int = 10,
-          seconds: float = 1.0, threads: int | None = None, images: int | None = None, save: bool = True):
-    """Latency (first, p50/p90/p99), memory and, with `data`, accuracy of an exported model in its runtime,
-    in a separate process, on a device profile (default: the one that runs the file's format)."""
+          seconds: float = 1.0, threads: int | None = None, images: int | None = None,
+          input_shape: str | tuple[int, ...] | None = None, data_root: PathLike | None = None, save: bool = True):
+    """Latency (first, p50/p90/p99), memory and accuracy, ECE and NLL of an exported model in its runtime,
+    measured by a torch-free runner in its own process, on a device profile (default: the one that runs the
+    file's format). `data` defaults to the target the model was finetuned on; a foreign ONNX is benched from
+    its graph (`input_shape` "1,3,224,224" where it leaves a dimension open)."""
     from .bench import BenchConfig
-    from .bench.run import bench_artifact, default_device, record_bench, target_images
-    from .export import artifact_metadata
-    config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images)
-    test = target_images(data, artifact_metadata(model), None) if data else None
-    result = bench_artifact(model, device or default_device(model), config, test)
+    from .bench.run import bench_model, parse_shape, record_bench
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images,
+                         input_shape=tuple(shape) if shape else None)
+    result = bench_model(model, device, data, config, str(data_root) if data_root else None)
     if save:
         record_bench(result)
     return result

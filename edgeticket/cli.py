@@ -127,8 +127,11 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
                                                       "others: fraction of weights removed")] = 0.5,
          scope: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
          include_first_last: Annotated[bool, typer.Option(help="Also mask the first conv and the classifier.")] = False,
-         round_to: Annotated[int, typer.Option(help="channel: keep a multiple of N channels per layer (8, 16 suit "
-                                                     "SIMD); layers that would keep fewer stay whole.")] = 1,
+         round_to: Annotated[Optional[int], typer.Option(min=1, help="channel: keep a multiple of N channels per "
+                                                                    "layer (8, 16 suit SIMD); layers that would keep "
+                                                                    "fewer stay whole. Default: --device's, else 1.")] = None,
+         device: Annotated[Optional[str], typer.Option(help="Device profile whose round_to the channels follow "
+                                                            "(see `edgeticket devices`).")] = None,
          on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
          rate: Annotated[float, typer.Option(help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
          epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
@@ -147,7 +150,7 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
     source = api.load(checkpoint, arch, trust_pickle, source_kind)
     source.provenance.source_sha256 = source.provenance.source_sha256 or sha256_file(checkpoint)
     ticket = api.draw(source, method=method, pattern=pattern, sparsity=sparsity, scope=scope,
-                      include_first_last=include_first_last, round_to=round_to, on=on, data=data, data_root=data_root,
+                      include_first_last=include_first_last, round_to=round_to, device=device, on=on, data=data, data_root=data_root,
                       subset=subset, rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind,
                       seed=seed, output=output)
     report = api.draw_report(ticket)
@@ -188,7 +191,8 @@ def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
 @command("edgeticket bench runs/t50.onnx --device ort-cpu-1t --data digits")
 def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ticket with --all-devices.")],
           device: Annotated[Optional[str], typer.Option(help="Profile name or TOML (see `edgeticket devices`).")] = None,
-          data: Annotated[Optional[str], typer.Option(help="Target test set for accuracy in the runtime.")] = None,
+          data: Annotated[Optional[str], typer.Option(help="Target test set for accuracy in the runtime (default: "
+                                                            "the one the model was finetuned on).")] = None,
           all_devices: Annotated[bool, typer.Option("--all-devices", help="Export and bench TICKET on every profile.")] = False,
           out: Annotated[Optional[Path], typer.Option(help="Folder for --all-devices exports (default: beside TICKET).")] = None,
           threads: Annotated[Optional[int], typer.Option(min=1, help="Override the profile's threads.")] = None,
@@ -196,6 +200,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           warmup: Annotated[int, typer.Option(min=0, max=10_000, help="Untimed warm-up runs.")] = 10,
           seconds: Annotated[float, typer.Option(min=0, max=600, help="Time for at least this long.")] = 1.0,
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
+          input_shape: Annotated[Optional[str], typer.Option(
+              help="N,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
           json_output: Json = False, quiet: Quiet = False) -> None:
     """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
     from .tables import bench_rows, device_rows
@@ -211,33 +217,40 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
     from . import api
     from .bench.run import record_bench
     result = api.bench(model, device=device, data=data, runs=runs, warmup=warmup, seconds=seconds, threads=threads,
-                       images=images, save=False)
+                       images=images, input_shape=input_shape, save=False)
     record = record_bench(result)  # MODEL.DEVICE.bench.json, for `report`
     if json_output:
         return emit_json(record)
-    bench_rows(f"{model.name} on {result.device}", [result])
+    bench_rows(f"{model.name} on {result.device}" + (f", accuracy on {result.data}" if result.data else ""), [result])
 
 
 @command("edgeticket devices")
 def devices(json_output: Json = False, quiet: Quiet = False) -> None:
-    """Device profiles, and whether each can run on this machine (and why not)."""
+    """Device profiles (built-in, and yours from $EDGETICKET_DEVICES, ~/.config/edgeticket/devices/ or ./devices/),
+    and whether each can run on this machine (and why not)."""
     from rich.text import Text
 
-    from .bench.devices import list_devices, timing_note, unavailable_reason
+    from .bench.devices import BrokenProfile, list_devices, timing_note, unavailable_reason
     from .host import cpu_info
-    rows = [(p, unavailable_reason(p)) for p in list_devices()]
-    rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
+    rows = []
+    for p in list_devices():
+        reason = f"broken profile: {p.error.message}" if isinstance(p, BrokenProfile) else unavailable_reason(p)
+        rows.append((p, reason, None if reason else timing_note(p)))
     if json_output:
         return emit_json({"host": cpu_info().as_dict(),
-                          "devices": [{**vars(p), "available": reason is None, "reason": reason or note or ""}
-                                      for p, reason, note in rows]})
+                          "devices": [{**vars(p), "error": None, "available": reason is None,
+                                       "reason": reason or note or ""} if not isinstance(p, BrokenProfile) else
+                                      {"name": p.name, "path": p.path, "error": p.error.message, "available": False,
+                                       "reason": reason} for p, reason, note in rows]})
     from .tables import rows_table
     rows_table(f"device profiles on {cpu_info().describe()}",
-               ["device", "runtime", "provider", "threads", "precision", "here", "stands for"],
-               [[p.name, p.runtime, p.provider, p.threads, p.precision,
+               ["device", "runtime", "provider", "threads", "precision", "round to", "here", "stands for"],
+               [[p.name + ("" if getattr(p, "builtin", False) else f" ({p.path})"),
+                 *([p.runtime, p.provider, p.threads, p.precision, p.round_to] if not isinstance(p, BrokenProfile)
+                   else ["-"] * 5),
                  Text.assemble(("yes", "green"), f" ({note})" if note else "") if reason is None
                  else Text.assemble(("no", "red"), f": {reason}"),
-                 p.stands_for] for p, reason, note in rows])
+                 getattr(p, "stands_for", "")] for p, reason, note in rows])
 
 
 Data = Annotated[str, typer.Option("--data", help="Dataset (see `edgeticket datasets`).")]
@@ -317,11 +330,12 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
          attack: Annotated[str, typer.Option(help="none | linf:EPS | l2:EPS")] = "linf:8/255",
          attack_steps: Annotated[int, typer.Option(min=1)] = 20,
          adv_images: Annotated[int, typer.Option(min=1, help="Test images attacked.")] = 1000,
+         ood_images: Annotated[Optional[int], typer.Option(min=1, help="Only the first N OOD images (default: all).")] = None,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """The paper's Table I row (Acc, ECE, NLL, Adv-Acc, OOD ROC-AUC) for a ticket or an ONNX model."""
     from .evaluate import EvalConfig, evaluate
     result = evaluate(model, EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps,
-                                        adv_images))
+                                        adv_images, ood_images))
     if json_output:
         return emit_json(result.as_dict())
     from .report import _fmt
@@ -333,7 +347,8 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
     if m.at_chance:
         console.print(f"warning: accuracy {m.accuracy:.2f}% is no better than guessing: the other metrics describe "
                       "a constant, not a classifier", style="bold yellow", markup=False)
-    console.print(f"{result.note}; OOD: {result.ood or 'none'}; saved {model}.eval.json", style="dim", markup=False)
+    ood_set = f"{result.ood} ({result.ood_images} images)" if result.ood else "none"
+    console.print(f"{result.note}; OOD: {ood_set}; saved {model}.eval.json", style="dim", markup=False)
 
 
 @command("edgeticket gap --source fashion-mnist --target digits --model runs/src-robust.ticket")

@@ -27,7 +27,14 @@ class EvalConfig:
     attack: str = "linf:8/255"            # none | linf:EPS | l2:EPS
     attack_steps: int = 20
     adv_images: int | None = 1000         # adversarial accuracy on the first N test images (PGD is costly)
+    ood_images: int | None = None         # OOD ROC-AUC on the first N OOD images (None: all)
     batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.ood_images is not None and self.ood_images < 1:
+            raise EdgeticketError(f"--ood-images {self.ood_images} is below 1", hint="leave it out for every OOD image")
+        if self.ood_images is not None and not self.ood:
+            raise EdgeticketError("--ood-images caps the OOD set, but no --ood was given", hint="add --ood NAME")
 
     def attack_config(self) -> AttackConfig:
         """The paper's conventions: Linf step 2/255; L2 step 2.5 * eps / steps."""
@@ -46,6 +53,7 @@ class EvalResult:
     data: str
     test_images: int
     ood: str | None
+    ood_images: int | None       # how many OOD images the ROC-AUC saw
     attack: str
     metrics: TableRow
     note: str
@@ -61,32 +69,48 @@ def load_splits(config: EvalConfig, channels: int, size: int, name: str | None =
     return load_dataset(DataConfig(name or config.data, config.data_root, image_size=size, channels=channels))
 
 
+def load_ood(config: EvalConfig, channels: int, size: int) -> TensorImages | None:
+    """The OOD set's test images, the first `ood_images` of them; None without --ood."""
+    return load_splits(config, channels, size, config.ood).test.head(config.ood_images) if config.ood else None
+
+
+def image_count(images: TensorImages | None) -> int | None:
+    return None if images is None else len(images)
+
+
+def onnx_logits(session, data: TensorImages, batch_size: int, description: str) -> torch.Tensor:
+    from .export.onnx import predict_onnx
+    return torch.from_numpy(predict_onnx(session, data, batch_size, description))
+
+
 def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     ticket = load_checkpoint(path)
     channels, size = ticket.input_size[0], ticket.input_size[-1]
     splits = load_splits(config, channels, size)
     model = ticket.deployable()
-    logits = predict(model, splits.test, config.batch_size)
+    logits = predict(model, splits.test, config.batch_size, f"test {splits.name}")
     attack = config.attack_config()
-    adv = None if attack.kind == "none" else adversarial_accuracy(model, splits.test.head(config.adv_images), attack)
-    ood_logits = predict(model, load_splits(config, channels, size, config.ood).test) if config.ood else None
+    adv = None if attack.kind == "none" else adversarial_accuracy(model, splits.test.head(config.adv_images), attack,
+                                                                  config.batch_size)
+    ood = load_ood(config, channels, size)
+    ood_logits = predict(model, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
     note = f"Adv-Acc: PGD-{attack.steps} {attack.label} on {min(len(splits.test), config.adv_images or 10**9)} images" \
         if adv is not None else "no attack"
-    return EvalResult(str(path), "torch", splits.name, len(splits.test), config.ood, attack.label,
+    return EvalResult(str(path), "torch", splits.name, len(splits.test), config.ood, image_count(ood), attack.label,
                       table_row(logits, splits.test.labels, adv, ood_logits), note, sha256_file(path),
                       ticket.provenance.to_dict(), measure(ticket.build_model(), ticket).as_dict())
 
 
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
-    from .export.onnx import open_session, predict_onnx, read_metadata
+    from .export.onnx import open_session, read_metadata
     session = open_session(path, threads=2)
     channels, size = (int(d) for d in session.get_inputs()[0].shape[1:3])
     splits = load_splits(config, channels, size)
-    logits = torch.from_numpy(predict_onnx(session, splits.test, config.batch_size))
-    ood_logits = torch.from_numpy(predict_onnx(session, load_splits(config, channels, size, config.ood).test,
-                                               config.batch_size)) if config.ood else None
+    logits = onnx_logits(session, splits.test, config.batch_size, f"test {splits.name}")
+    ood = load_ood(config, channels, size)
+    ood_logits = onnx_logits(session, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
     meta = read_metadata(path)
-    return EvalResult(str(path), "onnxruntime", splits.name, len(splits.test), config.ood, "none",
+    return EvalResult(str(path), "onnxruntime", splits.name, len(splits.test), config.ood, image_count(ood), "none",
                       table_row(logits, splits.test.labels, None, ood_logits),
                       "clean metrics only: onnxruntime has no gradients for the PGD attack",
                       meta.get("edgeticket.ticket_sha256", ""), json.loads(meta.get("edgeticket.provenance", "{}")),
@@ -94,6 +118,7 @@ def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
 
 
 def evaluate(path: str | Path, config: EvalConfig, save: bool = True) -> EvalResult:
+    config.validate()
     result = (evaluate_onnx if str(path).endswith(".onnx") else evaluate_ticket)(path, config)
     if save:
         write_json(result.as_dict(), f"{path}.eval.json")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -16,13 +18,15 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from .attacks import AttackConfig, pgd
+from .console import progress_bar
 from .data import TensorImages
 
 ECE_BINS = 15
+T = TypeVar("T")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
+    return float((logits.argmax(1) == labels).double().mean())  # exact k/n: float32 made 177/200 88.4999
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
@@ -54,19 +58,31 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
 
 
+def map_batches(step: Callable[[torch.Tensor, torch.Tensor], T], data: TensorImages, batch_size: int,
+                description: str) -> list[T]:
+    """`step(images, labels)` on each batch of `data`, in order, counted on a progress bar: on a CPU one pass
+    over a test or OOD set, or a PGD attack, takes minutes."""
+    results = []
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=math.ceil(len(data) / batch_size), status="")
+        for images, labels in data.batches(batch_size):
+            results.append(step(images, labels))
+            bar.update(task, advance=1)
+    return results
+
+
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorImages, batch_size: int = 256) -> torch.Tensor:
+def predict(model: nn.Module, data: TensorImages, batch_size: int = 256, description: str = "predict") -> torch.Tensor:
     model.eval()
-    return torch.cat([model(images) for images, _ in data.batches(batch_size)])
+    return torch.cat(map_batches(lambda images, _: model(images), data, batch_size, description))
 
 
 def adversarial_accuracy(model: nn.Module, data: TensorImages, attack: AttackConfig, batch_size: int = 256) -> float:
-    correct = 0
-    for images, labels in data.batches(batch_size):
+    def correct(images: torch.Tensor, labels: torch.Tensor) -> int:
         adversarial = pgd(model, images, labels, attack)
         with torch.no_grad():
-            correct += int((model(adversarial).argmax(1) == labels).sum())
-    return correct / len(data)
+            return int((model(adversarial).argmax(1) == labels).sum())
+    return sum(map_batches(correct, data, batch_size, f"PGD-{attack.steps} {attack.label}")) / len(data)
 
 
 def max_softmax(logits: torch.Tensor) -> np.ndarray:

@@ -47,15 +47,17 @@ def before_after(title: str, before: dict[str, float], after: dict[str, float]) 
     rows_table(title, ["", "before", "after", "removed"], rows)
 
 
+# peak MB: the runner's process at its peak (Python, numpy, inputs, runtime); runtime MB: the runtime's own share
 BENCH_HEADER = ["device", "status", "size", "Acc %", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
-                "peak MB", "note"]
+                "peak MB", "runtime MB", "note"]
 
 
 def _bench_cells(result) -> list[str]:
     lat = result.latency
     return [human_bytes(result.file_size_bytes), "-" if result.accuracy is None else f"{result.accuracy:.2f}",
             f"{result.first_inference_ms:.2f}", f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}",
-            f"{lat.mean_ms:.3f}", f"{lat.min_ms:.3f}", f"{result.peak_memory_mb:.0f}"]
+            f"{lat.mean_ms:.3f}", f"{lat.min_ms:.3f}", f"{result.peak_memory_mb:.0f}",
+            "-" if result.runtime_memory_mb is None else f"{result.runtime_memory_mb:.1f}"]
 
 
 def bench_rows(title: str, results: list) -> None:
@@ -67,4 +69,4 @@ def device_rows(title: str, rows: list) -> None:
     colour = {"ok": "green", "not available here": "yellow"}
     rows_table(title, BENCH_HEADER,
                [[r.device, Text(r.status, style=colour.get(r.status, "red")),
-                 *(_bench_cells(r.result) if r.result else ["-"] * 9), r.reason] for r in rows])
+                 *(_bench_cells(r.result) if r.result else ["-"] * 10), r.reason] for r in rows])

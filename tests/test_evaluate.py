@@ -1,9 +1,13 @@
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from rich.progress import Progress
 
+from edgeticket import metrics
 from edgeticket.cli import app
+from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError
 from edgeticket.evaluate import EvalConfig, evaluate
 from edgeticket.export import export_onnx
@@ -31,6 +35,53 @@ def test_torch_and_onnx_accuracy_agree(tuned):
     assert 0 <= torch_result.metrics.ood_roc_auc <= 1 and torch_result.metrics.adv_accuracy <= torch_result.metrics.accuracy
     assert "no gradients" in onnx_result.note
     assert json.loads((tuned / "t.ticket.eval.json").read_text())["metrics"]["accuracy"] == torch_result.metrics.accuracy
+
+
+def recorded_progress(monkeypatch, module) -> list[Progress]:
+    """Every bar `module` opens, kept (hidden) so a test can read its tasks afterwards."""
+    bars = []
+
+    @contextmanager
+    def recording():
+        with Progress(disable=True) as bar:
+            bars.append(bar)
+            yield bar
+    monkeypatch.setattr(module, "progress_bar", recording)
+    return bars
+
+
+@pytest.mark.parametrize("model, passes", [("t.ticket", ["OOD", "PGD-1", "test"]), ("t.onnx", ["OOD", "test"])])
+def test_eval_counts_every_batch_on_a_progress_bar(tuned, monkeypatch, model, passes):
+    bars = recorded_progress(monkeypatch, metrics)
+    config = EvalConfig("digits", ood="gaussian-noise", attack="linf:8/255", attack_steps=1, adv_images=40,
+                        ood_images=100, batch_size=32)
+    evaluate(tuned / model, config, save=False)
+    tasks = {task.description: task for bar in bars for task in bar.tasks}
+    assert sorted(description.split()[0] for description in tasks) == passes
+    assert tasks["OOD gaussian-noise"].total == 4  # 100 images in batches of 32
+    assert all(task.completed == task.total > 1 and "status" in task.fields for task in tasks.values())
+
+
+def test_ood_images_caps_the_ood_set(tuned):
+    """The ROC-AUC on the first N OOD images is the one computed by hand from the first N OOD logits."""
+    config = EvalConfig("digits", ood="gaussian-noise", attack="none", ood_images=50)
+    result = evaluate(tuned / "t.ticket", config, save=False)
+    model = load_checkpoint(tuned / "t.ticket").deployable()
+    digits, noise = (load_dataset(DataConfig(name, image_size=28, channels=1)).test
+                     for name in ("digits", "gaussian-noise"))
+    expected = metrics.ood_roc_auc(metrics.max_softmax(metrics.predict(model, digits)),
+                                   metrics.max_softmax(metrics.predict(model, noise)[:50]))
+    assert result.as_dict()["ood_images"] == 50 and len(noise) > 50
+    assert result.metrics.ood_roc_auc == pytest.approx(expected)
+
+
+def test_ood_images_needs_an_ood_set_and_at_least_one_image(tuned, runner):
+    result = runner.invoke(app, ["eval", str(tuned / "t.ticket"), "--ood-images", "5"])
+    assert result.exit_code == 1 and "no --ood was given" in result.output
+    refused = runner.invoke(app, ["eval", str(tuned / "t.ticket"), "--ood", "gaussian-noise", "--ood-images", "0"])
+    assert refused.exit_code == 2  # typer's usage error: min=1
+    with pytest.raises(EdgeticketError, match="below 1"):
+        evaluate(tuned / "t.ticket", EvalConfig("digits", ood="gaussian-noise", ood_images=0), save=False)
 
 
 def test_report_joins_eval_and_bench(tuned, runner):

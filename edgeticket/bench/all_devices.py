@@ -3,27 +3,29 @@ and give each a status, the way a user compares deployment targets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..console import progress_bar
 from ..data import DataConfig, ImageSplits, load_dataset
 from ..errors import EdgeticketError
 from ..export import SUFFIXES, ExportCheckFailed, export
 from ..export.checks import FP16_TOLERANCE, FP32_TOLERANCE, allowed_difference, parity_inputs
 from ..fileio import sha256_file
 from ..models.checkpoints import load_checkpoint
-from .devices import DeviceProfile, list_devices, unavailable_reason
-from .run import BenchConfig, BenchResult, bench_artifact, record_bench
+from ..ticket import Ticket
+from .devices import BrokenProfile, DeviceProfile, list_devices, unavailable_reason
+from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, record_bench
 
 
 @dataclass
 class DeviceRow:
     device: str
     stands_for: str
-    status: str                 # ok | export failed | accuracy check failed | not available here
+    status: str  # ok | not available here | needs --data | export failed | accuracy check failed | bench failed | broken profile
     reason: str = ""
     result: BenchResult | None = None
 
@@ -35,53 +37,86 @@ def tolerance(profile: DeviceProfile, reference: np.ndarray) -> float | None:
                               reference)
 
 
+@dataclass
+class DeviceBench:
+    """What every profile's row shares: the ticket, its target data, torch's reference logits, and the exports
+    (one per format and precision, made on first use)."""
+    ticket: Ticket
+    sha: str
+    splits: ImageSplits | None
+    reference: tuple[np.ndarray, np.ndarray]
+    stem: Path
+    config: BenchConfig
+    artifacts: dict[tuple[str, bool], Path | EdgeticketError] = field(default_factory=dict)
+    export_notes: dict[tuple[str, bool], str] = field(default_factory=dict)  # what an int8 export's check found
+
+    @property
+    def target(self) -> TargetData | None:
+        s = self.splits
+        return TargetData(s.name, s.test, len(s.class_names)) if s else None
+
+    def artifact(self, profile: DeviceProfile) -> Path | EdgeticketError:
+        key = (profile.format, profile.int8)
+        if key not in self.artifacts:
+            path = Path(f"{self.stem}{'.int8' if profile.int8 else ''}{SUFFIXES[profile.format]}")
+            try:
+                report = export(self.ticket, path, profile.format, profile.int8, self.sha,
+                                self.splits if profile.int8 else None)
+                self.artifacts[key] = path
+                if profile.int8:
+                    self.export_notes[key] = f"{report.check}: {report.value:.2%}"
+            except EdgeticketError as error:
+                self.artifacts[key] = error
+        return self.artifacts[key]
+
+    def row(self, profile: DeviceProfile | BrokenProfile) -> DeviceRow:
+        if isinstance(profile, BrokenProfile):
+            return DeviceRow(profile.name, "", "broken profile", profile.error.message)
+        reason = unavailable_reason(profile)
+        if reason:
+            return DeviceRow(profile.name, profile.stands_for, "not available here", reason)
+        if profile.int8 and self.splits is None:
+            return DeviceRow(profile.name, profile.stands_for, "needs --data",
+                             "int8 calibrates on the target's training images: pass --data NAME")
+        artifact = self.artifact(profile)
+        if isinstance(artifact, EdgeticketError):
+            status = "accuracy check failed" if isinstance(artifact, ExportCheckFailed) else "export failed"
+            return DeviceRow(profile.name, profile.stands_for, status, artifact.message)
+        try:
+            result = bench_artifact(artifact, profile, self.config, self.target, self.reference)
+        except EdgeticketError as error:
+            return DeviceRow(profile.name, profile.stands_for, "bench failed", error.message)
+        record_bench(result)
+        limit = tolerance(profile, self.reference[1])
+        if limit is not None and not result.max_abs_diff <= limit:
+            return DeviceRow(profile.name, profile.stands_for, "accuracy check failed",
+                             f"max |{profile.runtime} - torch| = {result.max_abs_diff:.2e} > {limit:.0e}", result)
+        note = "; ".join(filter(None, [self.export_notes.get((profile.format, profile.int8)), result.note,
+                                       None if self.splits else "no target data: latency only (pass --data NAME)"]))
+        return DeviceRow(profile.name, profile.stands_for, "ok", note, result)
+
+
 def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | Path,
                       config: BenchConfig = BenchConfig(), data_root: str | None = None) -> list[DeviceRow]:
+    """Every profile's row. `data` (default: the ticket's finetune target) gives accuracy and calibrates int8;
+    without it every latency row is still measured, and the int8 row says what it needs."""
     ticket = load_checkpoint(ticket_path)
-    sha = sha256_file(ticket_path)
     data = data or ticket.provenance.target
-    if not data:
-        raise EdgeticketError("accuracy needs the target dataset", hint="pass --data NAME")
-    splits: ImageSplits = load_dataset(DataConfig(data, data_root, image_size=ticket.input_size[-1],
-                                                  channels=ticket.input_size[0]))
+    splits = None
+    if data:
+        splits = load_dataset(DataConfig(data, data_root, image_size=ticket.input_size[-1],
+                                         channels=ticket.input_size[0]))
+        check_classes(Path(ticket_path).name, len(ticket.class_names), splits.name, len(splits.class_names))
     inputs = parity_inputs(ticket, 4, seed=7)
     with torch.no_grad():
         reference = (inputs.numpy(), ticket.deployable()(inputs).numpy())
-    stem = Path(out_dir) / Path(ticket_path).stem
-    artifacts: dict[tuple[str, bool], Path | Exception] = {}
-    export_notes: dict[tuple[str, bool], str] = {}  # what an int8 export's own check found
-    rows = []
-    for profile in list_devices():
-        reason = unavailable_reason(profile)
-        if reason:
-            rows.append(DeviceRow(profile.name, profile.stands_for, "not available here", reason))
-            continue
-        key = (profile.format, profile.int8)
-        if key not in artifacts:
-            path = Path(f"{stem}{'.int8' if profile.int8 else ''}{SUFFIXES[profile.format]}")
-            try:
-                report = export(ticket, path, profile.format, profile.int8, sha, splits if profile.int8 else None)
-                artifacts[key] = path
-                if profile.int8:
-                    export_notes[key] = f"{report.check}: {report.value:.2%}"
-            except EdgeticketError as error:
-                artifacts[key] = error
-        artifact = artifacts[key]
-        if isinstance(artifact, Exception):
-            status = "accuracy check failed" if isinstance(artifact, ExportCheckFailed) else "export failed"
-            rows.append(DeviceRow(profile.name, profile.stands_for, status, artifact.message))
-            continue
-        try:
-            result = bench_artifact(artifact, profile, config, splits.test, reference)
-        except EdgeticketError as error:
-            rows.append(DeviceRow(profile.name, profile.stands_for, "bench failed", error.message))
-            continue
-        record_bench(result)
-        limit = tolerance(profile, reference[1])
-        if limit is not None and not result.max_abs_diff <= limit:
-            rows.append(DeviceRow(profile.name, profile.stands_for, "accuracy check failed",
-                                  f"max |{profile.runtime} - torch| = {result.max_abs_diff:.2e} > {limit:.0e}", result))
-            continue
-        note = "; ".join(filter(None, [export_notes.get(key), result.note]))
-        rows.append(DeviceRow(profile.name, profile.stands_for, "ok", note, result))
+    bench = DeviceBench(ticket, sha256_file(ticket_path), splits, reference, Path(out_dir) / Path(ticket_path).stem,
+                        config)
+    profiles, rows = list_devices(), []
+    with progress_bar() as bar:
+        task = bar.add_task("devices", total=len(profiles), status="")
+        for profile in profiles:
+            bar.update(task, status=profile.name)
+            rows.append(bench.row(profile))
+            bar.advance(task)
     return rows

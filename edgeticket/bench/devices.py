@@ -1,4 +1,10 @@
-"""Device profiles (devices/*.toml): a runtime, its provider, threads, precision, and the device it stands for."""
+"""Device profiles: TOML files naming a runtime, its provider, threads, precision, the channel multiple its
+kernels like, and the device each stands for.
+
+Built-in profiles ship in the package (edgeticket/devices/). A user's own come from $EDGETICKET_DEVICES
+(folders separated by ':'), ~/.config/edgeticket/devices/ and ./devices/, in that order; the first file of a
+name wins, and one that shadows a built-in profile is announced once. A broken user profile breaks nothing
+until it is used: then it is an error naming the file and the key."""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
+from ..console import info
 from ..errors import EdgeticketError
 from ..host import CpuInfo, cpu_info
+from .runner import ORT_PROVIDERS
 
 RUNTIMES = {"onnxruntime": ("cpu", "cuda", "tensorrt"), "executorch": ("xnnpack",), "ncnn": ("cpu", "vulkan")}
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+PRECISIONS = ("fp32", "fp16", "int8")
+EXAMPLE = 'runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"'
 
 
 @dataclass(frozen=True)
@@ -22,7 +32,10 @@ class DeviceProfile:
     provider: str     # cpu | cuda | tensorrt | xnnpack | vulkan
     threads: int
     precision: str    # fp32 | fp16 | int8
-    stands_for: str
+    stands_for: str = ""
+    round_to: int = 1  # `draw --device NAME` keeps a multiple of this many channels per layer
+    path: str = ""    # the TOML it was read from
+    builtin: bool = True
 
     @property
     def format(self) -> str:
@@ -34,32 +47,96 @@ class DeviceProfile:
         return self.precision == "int8"
 
 
-def device_dirs() -> list[Path]:
-    """$EDGETICKET_DEVICES, ./devices, then the devices/ folder of this checkout."""
-    dirs = [Path(os.environ["EDGETICKET_DEVICES"])] if os.environ.get("EDGETICKET_DEVICES") else []
-    return dirs + [Path.cwd() / "devices", Path(__file__).resolve().parents[2] / "devices"]
+@dataclass(frozen=True)
+class BrokenProfile:
+    """A user profile that does not read; an error only when it is used."""
+    name: str
+    path: str
+    error: EdgeticketError
+
+    def use(self):
+        raise self.error
 
 
-def read_profile(path: Path) -> DeviceProfile:
+KEYS = [f.name for f in dataclasses.fields(DeviceProfile) if f.name not in ("name", "path", "builtin")]
+REQUIRED = ("runtime", "provider", "threads", "precision")
+
+
+def user_dirs() -> list[Path]:
+    """Where a user's profiles are looked for, first match first."""
+    env = [Path(p) for p in os.environ.get("EDGETICKET_DEVICES", "").split(os.pathsep) if p]
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edgeticket" / "devices"
+    return env + [config, Path.cwd() / "devices"]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _problem(raw: dict) -> tuple[str, str] | None:
+    """(key, what is wrong with it) for the first bad key of a profile, else None."""
+    unknown = [key for key in raw if key not in KEYS]
+    if unknown:
+        return unknown[0], f"unknown key (keys: {', '.join(KEYS)})"
+    missing = [key for key in REQUIRED if key not in raw]
+    if missing:
+        return missing[0], "missing"
+    if raw["runtime"] not in RUNTIMES:
+        return "runtime", f"unknown runtime {raw['runtime']!r} (known: {', '.join(RUNTIMES)})"
+    if raw["provider"] not in RUNTIMES[raw["runtime"]]:
+        return "provider", (f"unknown provider {raw['provider']!r} for {raw['runtime']} "
+                            f"(known: {', '.join(RUNTIMES[raw['runtime']])})")
+    for key in ("threads", "round_to"):
+        if key in raw and not _positive_int(raw[key]):
+            return key, f"must be a positive integer, not {raw[key]!r}"
+    if raw["precision"] not in PRECISIONS:
+        return "precision", f"unknown precision {raw['precision']!r} (known: {', '.join(PRECISIONS)})"
+    if not isinstance(raw.get("stands_for", ""), str):
+        return "stands_for", "must be a string"
+    return None
+
+
+def read_profile(path: Path, builtin: bool = False) -> DeviceProfile:
+    """A profile from its TOML; a clear error naming the file and the key when it does not read."""
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise EdgeticketError(f"{path} is not valid TOML: {error}", hint="see devices/ort-cpu-1t.toml") from None
-    fields = [f.name for f in dataclasses.fields(DeviceProfile) if f.name != "name"]
-    missing = [f for f in fields if f not in raw]
-    if missing or raw.get("provider") not in RUNTIMES.get(raw.get("runtime"), ()):
-        raise EdgeticketError(f"bad device profile {path}: " + (f"missing {', '.join(missing)}" if missing else
-                              f"runtime/provider {raw.get('runtime')}/{raw.get('provider')}"),
-                              hint="runtimes and providers: " + "; ".join(f"{r}: {', '.join(p)}" for r, p in RUNTIMES.items()))
-    return DeviceProfile(path.stem, **{f: raw[f] for f in fields})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise EdgeticketError(f"device profile {path} is not valid TOML: {error}",
+                              hint="a profile looks like: " + EXAMPLE.replace("\n", "; ")) from None
+    problem = _problem(raw)
+    if problem:
+        key, what = problem
+        raise EdgeticketError(f"device profile {path}: key '{key}': {what}",
+                              hint="fix or remove the file; a profile looks like: " + EXAMPLE.replace("\n", "; "))
+    return DeviceProfile(path.stem, **raw, path=str(path), builtin=builtin)
 
 
-def list_devices() -> list[DeviceProfile]:
-    seen: dict[str, DeviceProfile] = {}
-    for folder in device_dirs():
+def builtin_files() -> dict[str, Path]:
+    folder = resources.files("edgeticket") / "devices"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
+
+
+_announced: set[str] = set()
+
+
+def list_devices() -> list[DeviceProfile | BrokenProfile]:
+    """Every profile by name, a user's first; a broken user profile is listed as such, not raised."""
+    found: dict[str, DeviceProfile | BrokenProfile] = {}
+    builtins = builtin_files()
+    for folder in user_dirs():
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-            seen.setdefault(path.stem, read_profile(path))
-    return sorted(seen.values(), key=lambda p: p.name)
+            if path.stem in found:
+                continue
+            try:
+                found[path.stem] = read_profile(path)
+            except EdgeticketError as error:
+                found[path.stem] = BrokenProfile(path.stem, str(path), error)
+            if path.stem in builtins and path.stem not in _announced:
+                _announced.add(path.stem)
+                info(f"device profile {path.stem}: using {path}, not the built-in one")
+    for name, path in builtins.items():
+        found.setdefault(name, read_profile(path, builtin=True))
+    return sorted(found.values(), key=lambda p: p.name)
 
 
 def get_device(name: str) -> DeviceProfile:
@@ -71,7 +148,8 @@ def get_device(name: str) -> DeviceProfile:
     profiles = {p.name: p for p in list_devices()}
     if name not in profiles:
         raise EdgeticketError(f"unknown device '{name}'", hint=f"choose one of: {', '.join(profiles)}")
-    return profiles[name]
+    profile = profiles[name]
+    return profile.use() if isinstance(profile, BrokenProfile) else profile
 
 
 def unavailable_reason(profile: DeviceProfile) -> str | None:

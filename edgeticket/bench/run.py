@@ -1,25 +1,32 @@
-"""Bench an exported artifact on a device profile, in a subprocess of its runtime; record it for `report`."""
+"""Bench an exported artifact on a device profile: the host side. It writes a job and its inputs, runs the
+torch-free `runner.py` isolated (`python -I`), and computes accuracy, ECE and NLL from the logits it returns;
+the result is recorded beside the model for `report`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import DataConfig, TensorImages, load_dataset
 from ..errors import EdgeticketError
 from ..export import artifact_metadata
 from ..fileio import size_on_disk, write_json
-from ..host import CpuInfo
+from ..host import CpuInfo, parse_cpuinfo
+from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from .devices import DeviceProfile, get_device, timing_note
-from .stats import LatencyStats
+from .runner import LatencyStats
+
+RUNNER = Path(__file__).with_name("runner.py")
 
 
 @dataclass
@@ -29,7 +36,22 @@ class BenchConfig:
     seconds: float = 1.0        # and keep timing for at least this long (the CLI's --seconds)
     threads: int | None = None  # override the profile's threads
     images: int | None = None   # accuracy on the first N test images (None: all)
+    input_shape: tuple[int, ...] | None = None  # for a model whose graph leaves a dimension open
     timeout: float = 1800.0
+
+
+@dataclass
+class TargetData:
+    """The test images accuracy is measured on, and what they are."""
+    name: str
+    test: TensorImages
+    classes: int
+
+    @classmethod
+    def load(cls, name: str, shape: list[int], root: str | None = None) -> "TargetData":
+        """The test set at the model's input size and channels."""
+        splits = load_dataset(DataConfig(name, root, image_size=shape[-1], channels=shape[1]))
+        return cls(splits.name, splits.test, len(splits.class_names))
 
 
 @dataclass
@@ -45,15 +67,21 @@ class BenchResult:
     file_size_bytes: int
     first_inference_ms: float
     latency: LatencyStats
-    peak_memory_mb: float
-    model_memory_mb: float
+    peak_memory_mb: float           # the runner's process at its peak: Python, numpy, inputs and the runtime
+    runtime_memory_mb: float | None  # the runtime's own: import + session + inference (RSS growth to the peak)
+    memory: dict                    # the runner's breakdown: baseline, session, inference, how it was measured
     accuracy: float | None          # top-1 % in this runtime on the target test set
+    ece: float | None
+    nll: float | None
     test_images: int | None
+    data: str | None
     max_abs_diff: float | None      # against torch on seeded images, when the ticket was at hand
     load_average: dict = field(default_factory=dict)
     timing_meaningful: bool = True
     note: str = ""
-    host: dict = field(default_factory=dict)  # the CPU the runtime ran on: model, arch, relevant flags
+    host: dict = field(default_factory=dict)     # the CPU the runtime ran on: model, arch, relevant flags
+    profile_path: str = ""          # the TOML the profile came from
+    modules: dict = field(default_factory=dict)  # whether torch / edgeticket were loaded in the runner
 
     def as_dict(self) -> dict:
         return {**asdict(self), "latency": self.latency.as_dict()}
@@ -66,8 +94,18 @@ def default_device(path: str | Path) -> str:
         return "executorch-xnnpack-1t"
     if path.suffix == ".ncnn" or path.is_dir():
         return "ncnn-cpu-1t"
-    precision = artifact_metadata(path).get("edgeticket.precision", "fp32") if path.exists() else "fp32"
+    precision = known_metadata(path).get("edgeticket.precision", "fp32") if path.exists() else "fp32"
     return "ort-int8-1t" if precision == "int8" else "ort-cpu-1t"
+
+
+def known_metadata(path: Path) -> dict[str, str]:
+    """edgeticket's metadata, or {} for a foreign ONNX (benched from its graph alone)."""
+    if path.suffix == ".onnx":
+        return artifact_metadata(path)
+    try:
+        return artifact_metadata(path)
+    except EdgeticketError:
+        return {}
 
 
 def int8_weights_note(metadata: dict[str, str], cpu: CpuInfo) -> str | None:
@@ -77,14 +115,68 @@ def int8_weights_note(metadata: dict[str, str], cpu: CpuInfo) -> str | None:
     return None
 
 
-def target_images(data: str, metadata: dict[str, str], root: str | None = None) -> TensorImages:
-    input_size = json.loads(metadata["edgeticket.input_size"])
-    return load_dataset(DataConfig(data, root, image_size=input_size[-1], channels=input_size[0])).test
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
+    parts = [p for p in re.split(r"[,x ]+", text.strip()) if p]
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise EdgeticketError(f"--input-shape '{text}' is not N,C,H,W", hint="e.g. --input-shape 1,3,224,224")
+    return tuple(int(p) for p in parts)
+
+
+def onnx_io(path: Path) -> tuple[list[int | str], list[int | str]]:
+    """The first graph input's and output's dimensions: an int where fixed, the dimension's name where not."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    first_input = next(i for i in graph.input if i.name not in initializers)
+    dims = lambda value: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                          for d in value.type.tensor_type.shape.dim]
+    return dims(first_input), dims(graph.output[0])
+
+
+def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] | None) -> list[int]:
+    """Batch 1 at the size the model was exported for; a foreign ONNX's from its graph, where a dynamic batch
+    becomes 1 and any other open dimension needs --input-shape."""
+    if override:
+        return list(override)
+    if "edgeticket.input_size" in metadata:
+        return [1] + json.loads(metadata["edgeticket.input_size"])
+    if path.suffix != ".onnx":
+        raise EdgeticketError(f"{path.name} has no edgeticket metadata to read its input shape from",
+                              hint="pass --input-shape N,C,H,W")
+    dims, _ = onnx_io(path)
+    shape = [1 if i == 0 and not isinstance(d, int) or i == 0 and d == 0 else d for i, d in enumerate(dims)]
+    open_dims = [f"{i}:{d}" for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
+    if open_dims or len(shape) != 4:
+        raise EdgeticketError(f"{path.name}'s input {dims} has open dimensions ({', '.join(open_dims) or 'not 4-D'})",
+                              hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+    return shape
+
+
+def model_classes(path: Path, metadata: dict[str, str]) -> int | None:
+    """How many classes the model predicts, where it says: edgeticket's class names, or a fixed ONNX output."""
+    if "edgeticket.class_names" in metadata:
+        return len(json.loads(metadata["edgeticket.class_names"]))
+    if path.suffix == ".onnx":
+        last = onnx_io(path)[1][-1:]
+        return last[0] if last and isinstance(last[0], int) and last[0] > 0 else None
+    return None
+
+
+def metadata_target(metadata: dict[str, str]) -> str | None:
+    """The dataset the exported ticket was finetuned on, from its provenance."""
+    return json.loads(metadata.get("edgeticket.provenance") or "{}").get("target")
+
+
+def check_classes(model: str, predicted: int | None, data: str, expected: int) -> None:
+    if predicted is not None and predicted != expected:
+        raise EdgeticketError(f"{model} predicts {predicted} classes but {data} has {expected}",
+                              hint="bench on the dataset the model was trained for (--data NAME), or without --data")
 
 
 def die_with_parent() -> None:
-    """In the worker, before it starts: Linux sends it SIGKILL when the bench process dies, even by kill -9,
-    so no worker outlives its bench. (An exception in the parent, SIGTERM and Ctrl-C included, already
+    """In the runner, before it starts: Linux sends it SIGKILL when the bench process dies, even by kill -9,
+    so no runner outlives its bench. (An exception in the parent, SIGTERM and Ctrl-C included, already
     kills it through subprocess.run.)"""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -92,52 +184,89 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def run_runner(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run runner.py on `job` in an isolated interpreter; (its JSON document, the logits it wrote)."""
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        for name, array in inputs.items():
+            np.save(folder / f"{name}.npy", array)
+        (folder / "job.json").write_text(json.dumps({**job, "inputs": {name: f"{name}.npy" for name in inputs}}))
+        process = subprocess.run([sys.executable, "-I", str(RUNNER), str(folder / "job.json")], capture_output=True,
+                                 text=True, timeout=timeout, preexec_fn=die_with_parent)
+        lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
+        if process.returncode != 0 or not lines:
+            last = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            raise EdgeticketError(f"{job['runtime']} failed on {Path(job['model']).name}: {last}",
+                                  hint="see EDGETICKET_DEBUG=1")
+        out = json.loads(lines[-1])
+        return out, {name: np.load(folder / file) for name, file in out["logits"].items()}
+
+
 def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t", config: BenchConfig = BenchConfig(),
-                   data: TensorImages | None = None,
+                   data: TargetData | None = None,
                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> BenchResult:
-    """Latency, memory and (with `data`) accuracy of `path` in the profile's runtime, in a subprocess."""
+    """Latency, memory and (with `data`) accuracy, ECE and NLL of `path` in the profile's runtime, measured by
+    the torch-free runner in its own process."""
     path = Path(path)
     if not path.exists():
         raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
     profile = get_device(profile) if isinstance(profile, str) else profile
     if config.threads:
-        profile = DeviceProfile(**{**asdict(profile), "threads": config.threads})
-    metadata = artifact_metadata(path)
+        profile = replace(profile, threads=config.threads)
     if path.suffix == ".onnx" and profile.format != "onnx" or path.suffix in (".pte", ".ncnn") and \
             profile.format != {".pte": "executorch", ".ncnn": "ncnn"}[path.suffix]:
         raise EdgeticketError(f"{path.name} cannot run on {profile.name} ({profile.runtime})",
                               hint=f"use --device {default_device(path)}, or export with --format {profile.format}")
-    shape = [1] + json.loads(metadata["edgeticket.input_size"])
-    with tempfile.TemporaryDirectory() as work:
-        arrays = {}
-        if data is not None:
-            count = min(len(data), config.images or len(data))
-            arrays.update(images=data.batch(np.arange(count))[0].numpy(), labels=data.labels[:count].numpy())
-        if reference is not None:
-            arrays.update(reference_inputs=reference[0], reference_logits=reference[1])
-        npz = os.path.join(work, "data.npz")
-        if arrays:
-            np.savez(npz, **arrays)
-        job = {"path": str(path), "profile": asdict(profile), "input_shape": shape, "runs": config.runs,
-               "warmup": config.warmup, "min_seconds": config.seconds, "data": npz if arrays else None}
-        load_before = os.getloadavg()
-        process = subprocess.run([sys.executable, "-m", "edgeticket.bench.worker"], input=json.dumps(job),
-                                 capture_output=True, text=True, timeout=config.timeout, preexec_fn=die_with_parent)
-        load_after = os.getloadavg()
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode != 0 or not lines:
-        last = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        raise EdgeticketError(f"{profile.runtime} failed on {path.name}: {last}", hint="see EDGETICKET_DEBUG=1")
-    out = json.loads(lines[-1])
-    cpu = CpuInfo.from_dict(out["host"])
+    metadata = known_metadata(path)
+    shape = input_shape(path, metadata, config.input_shape)
+    if data is not None:
+        check_classes(path.name, model_classes(path, metadata), data.name, data.classes)
+    inputs = {}
+    if data is not None:
+        inputs["test"] = data.test.images[:config.images or len(data.test)].numpy()  # uint8: scaled there
+    if reference is not None:
+        inputs["reference"] = reference[0]
+    job = {"model": str(path.resolve()), "runtime": profile.runtime, "provider": profile.provider,
+           "threads": profile.threads, "precision": profile.precision, "input_shape": shape, "runs": config.runs,
+           "warmup": config.warmup, "min_seconds": config.seconds}
+    load_before = os.getloadavg()
+    out, logits = run_runner(job, inputs, config.timeout)
+    load_after = os.getloadavg()
+    metrics = {"accuracy": None, "ece": None, "nll": None, "test_images": None}
+    if data is not None:
+        scores = torch.from_numpy(logits["test"]).double()
+        labels = data.test.labels[:len(scores)]
+        check_classes(path.name, scores.shape[1], data.name, data.classes)
+        metrics = {"accuracy": 100 * accuracy(scores, labels), "test_images": len(labels),
+                   "ece": expected_calibration_error(scores.softmax(1), labels),
+                   "nll": negative_log_likelihood(scores, labels)}
+    diff = float(np.abs(logits["reference"] - reference[1]).max()) if reference is not None else None
+    cpu = parse_cpuinfo(out["machine"]["cpuinfo"], out["machine"]["arch"])
     timing = timing_note(profile, cpu)
-    note = "; ".join(filter(None, [timing, int8_weights_note(metadata, cpu)]))
+    notes = [timing, int8_weights_note(metadata, cpu),
+             "ExecuTorch's Python runtime loads torch: its memory is in these figures" if out["modules"]["torch"] else None,
+             None if metadata else "foreign model: inputs are pixels in [0, 1] at batch 1"]
+    memory = out["memory"]
     return BenchResult(str(path), profile.name, profile.runtime, out["runtime_version"], profile.provider,
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
                        size_on_disk(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
-                       out["peak_memory_mb"], out["model_memory_mb"], out["accuracy"], out["test_images"],
-                       out["max_abs_diff"], {"before": list(load_before), "after": list(load_after)},
-                       timing is None, note, out["host"])
+                       memory["peak_mb"], memory["runtime_mb"], memory, **metrics, data=data.name if data else None,
+                       max_abs_diff=diff, load_average={"before": list(load_before), "after": list(load_after)},
+                       timing_meaningful=timing is None, note="; ".join(filter(None, notes)), host=cpu.as_dict(),
+                       profile_path=profile.path, modules=out["modules"])
+
+
+def bench_model(path: str | Path, device: str | None = None, data: str | None = None,
+                config: BenchConfig = BenchConfig(), data_root: str | None = None) -> BenchResult:
+    """`edgeticket bench MODEL`: on the profile that runs its format unless `device` says; accuracy on `data`,
+    which defaults to the target the exported ticket was finetuned on (a foreign model has none: latency only)."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
+    metadata = known_metadata(path)
+    name = data or metadata_target(metadata)
+    target = TargetData.load(name, input_shape(path, metadata, config.input_shape), data_root) if name else None
+    return bench_artifact(path, device or default_device(path), config, target)
 
 
 def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchResult:
@@ -147,7 +276,7 @@ def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchRe
 
 def record_bench(result: BenchResult) -> dict:
     """The result plus the ticket it was exported from, saved as `<model>.<device>.bench.json` for `report`."""
-    meta = artifact_metadata(result.model)
+    meta = known_metadata(Path(result.model))
     record = {**result.as_dict(), "ticket_sha256": meta.get("edgeticket.ticket_sha256", ""),
               "provenance": json.loads(meta.get("edgeticket.provenance", "{}"))}
     write_json(record, f"{result.model}.{result.device}.bench.json")

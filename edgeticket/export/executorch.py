@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..bench.runner import open_executorch
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_path, write_json
@@ -27,17 +27,6 @@ def runtime_available() -> str | None:
     return None
 
 
-def load_method(path: str | Path, threads: int = 1):
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's worker threads
-    return Runtime.get().load_program(str(path)).load_method("forward")
-
-
-def run_method(method, images: np.ndarray) -> np.ndarray:
-    return method.execute([torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))])[0].numpy()
-
-
 def export_executorch(ticket: Ticket, path: str | Path, ticket_sha256: str | None = None) -> ExportReport:
     reason = runtime_available()
     if reason:
@@ -51,8 +40,8 @@ def export_executorch(ticket: Ticket, path: str | Path, ticket_sha256: str | Non
     with atomic_path(path) as tmp:
         tmp.write_bytes(program.buffer)
         with native_output_captured():
-            method = load_method(tmp)
-        diff, limit = check_fp32("executorch", lambda images: run_method(method, images), ticket)
+            predict = open_executorch(str(tmp), "xnnpack", 1, "fp32")
+        diff, limit = check_fp32("executorch", predict, ticket)
         write_json(metadata(ticket, ticket_sha256), f"{path}.json")
         size = tmp.stat().st_size
     return ExportReport(str(path), "executorch", "fp32", size, "max |executorch - torch|", diff, limit)

@@ -14,15 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from ..bench.runner import NCNN_BIN as BIN, NCNN_PARAM as PARAM, NcnnModel  # noqa: F401 (the runner's, re-exported)
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, size_on_disk, write_json
 from ..ticket import Ticket
 from .checks import ExportReport, check_fp32, metadata
 
-PARAM, BIN, META = "model.ncnn.param", "model.ncnn.bin", "metadata.json"
+META = "metadata.json"
 
 
 def runtime_available() -> str | None:
@@ -47,37 +46,6 @@ def vulkan_devices() -> list[dict]:
 def is_software(device: dict) -> bool:
     """Vulkan's device type 3 is a CPU: Mesa's lavapipe/llvmpipe, good for correctness, not for timings."""
     return device["type"] == 3 or "llvmpipe" in device["name"].lower()
-
-
-def set_precision(opt, precision: str) -> None:
-    """ncnn's defaults turn on fp16 storage, packing and arithmetic wherever the hardware has them (bf16 storage
-    is one switch away): a model runs in the precision its profile names, so fp32 turns all of them off."""
-    fp16 = precision == "fp16"
-    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
-    opt.use_bf16_storage = opt.use_bf16_packed = False
-
-
-class NcnnModel:
-    def __init__(self, folder: str | Path, threads: int = 1, vulkan: bool = False, precision: str = "fp32"):
-        import ncnn
-        self.net = ncnn.Net()
-        self.net.opt.num_threads = threads
-        self.net.opt.use_vulkan_compute = vulkan
-        set_precision(self.net.opt, precision)
-        folder = Path(folder)
-        if self.net.load_param(str(folder / PARAM)) != 0 or self.net.load_model(str(folder / BIN)) != 0:
-            raise EdgeticketError(f"ncnn cannot load {folder}", hint="export it again with --format ncnn")
-        self.input, self.output = self.net.input_names()[0], self.net.output_names()[0]
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        import ncnn
-        outputs = []
-        for image in images:
-            extractor = self.net.create_extractor()
-            extractor.input(self.input, ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)).clone())
-            _, out = extractor.extract(self.output)
-            outputs.append(np.array(out).reshape(-1))
-        return np.stack(outputs)
 
 
 def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = None) -> ExportReport:

@@ -29,16 +29,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def open_session(path: str | Path, threads: int = 1, provider: str = "CPUExecutionProvider",
-                 provider_options: dict | None = None) -> ort.InferenceSession:
-    """One onnxruntime session for export checks, eval and bench: `threads` intra-op threads, nothing else."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+def open_session(path: str | Path, threads: int = 1, provider: str = "cpu") -> ort.InferenceSession:
+    """The bench runner's onnxruntime session, with a clear error for a file onnxruntime cannot load."""
+    from ..bench.runner import onnxruntime_session
     try:
-        return ort.InferenceSession(str(path), options, providers=[provider],
-                                    provider_options=[provider_options] if provider_options else None)
+        return onnxruntime_session(path, threads, provider)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise EdgeticketError(f"onnxruntime cannot load {Path(path).name}: {str(error).splitlines()[0][:160]}",
                               hint="export it again with `edgeticket export`") from None
@@ -48,9 +43,12 @@ def run_onnx(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
 
 
-def predict_onnx(session: ort.InferenceSession, data: TensorImages, batch_size: int = 256) -> np.ndarray:
-    """Logits for a whole image set, in batches, through one session."""
-    return np.concatenate([run_onnx(session, images.numpy()) for images, _ in data.batches(batch_size)])
+def predict_onnx(session: ort.InferenceSession, data: TensorImages, batch_size: int = 256,
+                 description: str = "onnxruntime") -> np.ndarray:
+    """Logits for a whole image set, in batches, through one session, counted on a progress bar."""
+    from ..metrics import map_batches
+    return np.concatenate(map_batches(lambda images, _: run_onnx(session, images.numpy()), data, batch_size,
+                                      description))
 
 
 def add_metadata(path: Path, entries: dict[str, str]) -> None:

@@ -21,7 +21,9 @@ import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from rich.progress import Progress
 
+from ..console import progress_bar
 from ..data import ImageSplits, TensorImages, stratified_subset
 from ..fileio import atomic_path
 from ..host import CpuInfo, cpu_info
@@ -31,13 +33,20 @@ from .onnx import INPUT_NAME, add_metadata, open_session, predict_onnx, write_on
 
 
 class Calibration(CalibrationDataReader):
-    def __init__(self, images: TensorImages, batch_size: int = 32):
-        self.batches = iter(torch.split(torch.arange(len(images)), batch_size))
+    """Calibration images, batch by batch, counted on `bar`: onnxruntime's calibration loop shows nothing else."""
+
+    def __init__(self, images: TensorImages, bar: Progress, description: str, batch_size: int = 32):
+        batches = torch.split(torch.arange(len(images)), batch_size)
+        self.batches = iter(batches)
         self.images = images
+        self.bar, self.task = bar, bar.add_task(description, total=len(batches), status="")
 
     def get_next(self) -> dict | None:
         indices = next(self.batches, None)
-        return None if indices is None else {INPUT_NAME: self.images.batch(indices)[0].numpy()}
+        if indices is None:
+            return None
+        self.bar.update(self.task, advance=1)
+        return {INPUT_NAME: self.images.batch(indices)[0].numpy()}
 
 
 def kept_in_fp32(path: Path) -> list[str]:
@@ -72,17 +81,20 @@ def export_onnx_int8(ticket: Ticket, path: str | Path, splits: ImageSplits, tick
         write_onnx(ticket, fp32, ticket_sha256)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         reference = predict_onnx(open_session(fp32, threads=2), splits.test)
-        for kept in ([], kept_in_fp32(prepared)):
-            quantize_static(str(prepared), str(tmp), Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, reduce_range=bits == 7, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=kept)
-            agreement = top1_agreement(predict_onnx(open_session(tmp, threads=2), splits.test), reference)
-            if agreement >= min_agreement:
-                break
-        else:
-            raise ExportCheckFailed(f"int8 top-1 agrees with fp32 on {agreement:.2%} of {len(splits.test)} test images "
-                                    f"(< {min_agreement:.0%}), even with the first conv and classifier in fp32",
-                                    hint="no file was written; calibrate on more images or ship fp32")
+        with progress_bar() as bar:
+            for kept in ([], kept_in_fp32(prepared)):
+                attempt = "int8 calibration, first conv and classifier fp32" if kept else "int8 calibration"
+                quantize_static(str(prepared), str(tmp), Calibration(calibration, bar, attempt),
+                                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=bits == 7,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
+                agreement = top1_agreement(predict_onnx(open_session(tmp, threads=2), splits.test), reference)
+                if agreement >= min_agreement:
+                    break
+            else:
+                raise ExportCheckFailed(f"int8 top-1 agrees with fp32 on {agreement:.2%} of {len(splits.test)} "
+                                        f"test images (< {min_agreement:.0%}), even with the first conv and "
+                                        "classifier in fp32",
+                                        hint="no file was written; calibrate on more images or ship fp32")
         add_metadata(tmp, {**metadata(ticket, ticket_sha256, precision="int8"),
                            "edgeticket.int8_agreement": f"{agreement:.6f}",
                            "edgeticket.int8_check_images": str(len(splits.test)),

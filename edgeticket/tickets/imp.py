@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch_pruning as tp
 
 from ..config import AttackConfig, TrainConfig
+from ..console import progress_bar
 from ..masks import apply_masks
 from ..models import get_arch, replace_submodule
 from ..ticket import Ticket
@@ -54,19 +55,22 @@ def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneSta
     # one pruner for every round, so each round's target is a fraction of the *original* channels
     pruner = channel_pruner(model, source, config.sparsity, config.scope, schedule=schedule,
                             round_to=config.round_to) if PATTERNS.get(config.pattern).physical else None
-    for sparsity in schedule:
-        if pruner:
-            model.eval()
-            pruner.step()
-            history = list(source.pruning_history) + list(pruner.pruning_history())
-        else:
-            masks = magnitude_step(model, current, config, sparsity, masks).masks
-            history = list(source.pruning_history)
-        current = current.with_model(model, pruning_history=history, masks=masks)
-        if training.rewind:
-            current = rewound(source, current, masks)
-        current, _ = fit(current, splits.train, recipe, description=f"{config.method} round to {sparsity:.0%}")
-        model.load_state_dict(current.state_dict)
+    with progress_bar() as bar:  # each round's training bar shows inside this one
+        rounds = bar.add_task(f"{config.method} rounds", total=len(schedule), status=f"to {config.sparsity:.0%}")
+        for sparsity in schedule:
+            if pruner:
+                model.eval()
+                pruner.step()
+                history = list(source.pruning_history) + list(pruner.pruning_history())
+            else:
+                masks = magnitude_step(model, current, config, sparsity, masks).masks
+                history = list(source.pruning_history)
+            current = current.with_model(model, pruning_history=history, masks=masks)
+            if training.rewind:
+                current = rewound(source, current, masks)
+            current, _ = fit(current, splits.train, recipe, description=f"{config.method} round to {sparsity:.0%}")
+            model.load_state_dict(current.state_dict)
+            bar.update(rounds, advance=1)
     return PruneState(model, current.pruning_history, current.masks, current.class_names)
 
 

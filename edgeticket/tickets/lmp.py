@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from ..batchnorm import reestimate_batchnorm
 from ..config import TrainConfig
+from ..console import progress_bar
 from ..masks import prunable_weights
 from ..models import get_arch
 from ..models.normalize import Normalized
@@ -107,13 +108,18 @@ def learn_scores(scores: dict, hard: Callable[[], dict], forward, splits, params
     training = config.training
     optimizer = torch.optim.Adam(params, lr=training.lr)
     recipe = TrainConfig(epochs=training.epochs, seed=training.seed)
-    for epoch in range(training.epochs):
-        for indices in epoch_batches(len(splits.train), recipe, Distributed(), epoch):
-            images, labels = splits.train.batch(indices)
-            loss = F.cross_entropy(forward(images, straight_through(scores, hard())), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    batches_per_epoch = len(epoch_batches(len(splits.train), recipe, Distributed(), 0))
+    with progress_bar() as bar:
+        task = bar.add_task("lmp mask", total=training.epochs * batches_per_epoch, status=f"epoch 0/{training.epochs}")
+        for epoch in range(training.epochs):
+            for indices in epoch_batches(len(splits.train), recipe, Distributed(), epoch):
+                images, labels = splits.train.batch(indices)
+                loss = F.cross_entropy(forward(images, straight_through(scores, hard())), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update(task, advance=1)
+            bar.update(task, status=f"epoch {epoch + 1}/{training.epochs} loss {loss.item():.3f}")
     return hard()
 
 

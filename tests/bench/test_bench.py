@@ -1,7 +1,7 @@
 import pytest
 
 from edgeticket.bench import BenchConfig, LatencyStats, bench_onnx
-from edgeticket.bench.stats import timed_runs
+from edgeticket.bench.runner import timed_runs
 from edgeticket.errors import EdgeticketError
 from edgeticket.export import export_onnx
 from edgeticket.models.checkpoints import load_checkpoint

@@ -1,11 +1,16 @@
+import dataclasses
+from contextlib import contextmanager
+
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
+from rich.progress import Progress
 
 from edgeticket import train
+from edgeticket.tickets import imp, lmp
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.data.datasets import FASHION_CLASSES
 from edgeticket.export import export_onnx
@@ -64,6 +69,22 @@ def test_a_imp_trains_on_adversarial_inputs(source, monkeypatch):
     draw_ticket(source, DrawConfig("a-imp", "unstructured", 0.5, training=QUICK))
     adversarial, clean = np.mean(losses, axis=0)
     assert len(losses) > 0 and adversarial > clean
+
+
+@pytest.mark.parametrize("method, module, description", [("lmp", lmp, "lmp mask"), ("imp", imp, "imp rounds")])
+def test_training_methods_count_their_work_on_a_progress_bar(source, monkeypatch, method, module, description):
+    """LMP counts its mask-learning batches over every epoch; IMP its rounds (each round's training has its own)."""
+    bars = []
+
+    @contextmanager
+    def recording():
+        with Progress(disable=True) as bar:  # hidden, kept for reading its tasks afterwards
+            bars.append(bar)
+            yield bar
+    monkeypatch.setattr(module, "progress_bar", recording)
+    draw_ticket(source, DrawConfig(method, "unstructured", 0.5, training=dataclasses.replace(QUICK, epochs=2)))
+    (task,) = [task for bar in bars for task in bar.tasks]
+    assert task.description == description and task.completed == task.total == 2 and "status" in task.fields
 
 
 def test_lmp_changes_only_the_mask(source):

@@ -1,0 +1,136 @@
+"""The torch-free runner and the host side around it: isolation, memory, metrics from logits, data that
+follows the model, foreign ONNX models."""
+
+import ast
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgeticket.bench import BenchConfig, TargetData, bench_artifact
+from edgeticket.bench.run import RUNNER, bench_model
+from edgeticket.cli import app
+from edgeticket.data import DataConfig, load_dataset
+from edgeticket.errors import EdgeticketError
+from edgeticket.export import export_onnx
+from edgeticket.metrics import expected_calibration_error, negative_log_likelihood, predict
+
+FAST = BenchConfig(runs=5, warmup=1, seconds=0)
+RUNTIME_MODULES = {"onnxruntime", "ncnn", "executorch", "torch"}  # torch: only inside ExecuTorch's opener
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(digits_ticket, tmp_path_factory):
+    """The digits fixture exported with its finetune target in its provenance, as `edgeticket export` writes it."""
+    digits_ticket.provenance.target = "digits"
+    path = tmp_path_factory.mktemp("onnx") / "t.onnx"
+    export_onnx(digits_ticket, path)
+    return path
+
+
+def foreign_onnx(path, classes: int = 10, dynamic_size: bool = False):
+    """A model edgeticket did not export: no metadata, a dynamic batch (and optionally dynamic H, W)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, classes)).eval()
+    dims = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+    torch.onnx.export(model, (torch.rand(1, 1, 8, 8),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": dims}, dynamo=False)
+    return path
+
+
+def test_runner_source_imports_only_the_standard_library_numpy_and_a_runtime():
+    """Every import in runner.py, at any depth: a stray `from edgeticket...` or `import torch` at the top fails."""
+    tree = ast.parse(RUNNER.read_text())
+    top, inner = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or "."]
+            roots = {n.split(".")[0] for n in names}
+            (top if node in tree.body else inner).update(roots)
+    assert top - {"__future__", "numpy"} <= sys.stdlib_module_names, top
+    assert inner <= RUNTIME_MODULES, inner
+    assert "edgeticket" not in top | inner
+
+
+def test_the_runner_process_loads_neither_torch_nor_edgeticket(digits_onnx):
+    result = bench_model(digits_onnx, config=FAST)
+    assert result.modules == {"torch": False, "edgeticket": False}
+
+
+def test_runner_memory_is_the_runtimes_not_torchs(digits_onnx):
+    """The runner's peak stays below what importing torch alone costs on this machine (the old worker's floor)."""
+    probe = ("import torch, pathlib; print([l.split()[1] for l in pathlib.Path('/proc/self/status').read_text()"
+             ".splitlines() if l.startswith('VmRSS:')][0])")
+    torch_mb = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout) / 1024
+    result = bench_model(digits_onnx, config=FAST)
+    memory = result.memory
+    assert memory["measure"] == "VmRSS/VmHWM"
+    assert 0 < result.runtime_memory_mb == pytest.approx(memory["session_mb"] + memory["inference_mb"])
+    assert memory["baseline_mb"] + result.runtime_memory_mb <= result.peak_memory_mb + 0.01
+    assert result.peak_memory_mb < torch_mb, (result.peak_memory_mb, torch_mb)
+
+
+def test_accuracy_ece_and_nll_from_the_runners_logits_match_torch(digits_ticket, digits_onnx):
+    """Computed on the host from logits the runtime produced; the reference is the ticket in torch."""
+    result = bench_model(digits_onnx, config=BenchConfig(runs=5, warmup=1, seconds=0, images=200))
+    assert result.data == "digits" and result.test_images == 200  # the data followed the model's provenance
+    test = load_dataset(DataConfig("digits", image_size=28, channels=1)).test.head(200)
+    logits = predict(digits_ticket.deployable(), test).double()
+    assert result.accuracy == pytest.approx(100 * float((logits.argmax(1) == test.labels).double().mean()), abs=1e-9)
+    assert result.ece == pytest.approx(expected_calibration_error(logits.softmax(1), test.labels), abs=1e-4)
+    assert result.nll == pytest.approx(negative_log_likelihood(logits, test.labels), abs=1e-4)
+
+
+def test_without_target_data_only_latency(small_checkpoint, tmp_path):
+    from edgeticket.models.checkpoints import load_checkpoint
+    export_onnx(load_checkpoint(small_checkpoint, "small_resnet"), tmp_path / "m.onnx")  # no finetune target
+    result = bench_model(tmp_path / "m.onnx", config=FAST)
+    assert result.accuracy is None and result.data is None and result.latency.runs >= 5
+
+
+def test_a_foreign_onnx_benches_from_its_graph(tmp_path, runner):
+    path = foreign_onnx(tmp_path / "foreign.onnx")
+    result = runner.invoke(app, ["bench", str(path), "--json", "--runs", "5", "--seconds", "0", "--data", "digits"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["input_shape"] == [1, 1, 8, 8]  # the dynamic batch became 1
+    assert record["test_images"] > 0 and 0 <= record["accuracy"] <= 100 and "foreign model" in record["note"]
+
+
+def test_a_foreign_onnx_with_open_sizes_needs_input_shape(tmp_path):
+    path = foreign_onnx(tmp_path / "open.onnx", dynamic_size=True)
+    with pytest.raises(EdgeticketError, match="open dimensions") as error:
+        bench_model(path, config=FAST)
+    assert "--input-shape" in error.value.hint
+    result = bench_model(path, config=BenchConfig(runs=5, warmup=1, seconds=0, input_shape=(1, 1, 16, 16)))
+    assert result.input_shape == [1, 1, 16, 16]
+
+
+def test_a_class_count_mismatch_is_an_error(tmp_path):
+    path = foreign_onnx(tmp_path / "five.onnx", classes=5)
+    with pytest.raises(EdgeticketError, match="predicts 5 classes but digits has 10"):
+        bench_model(path, data="digits", config=FAST)
+
+
+def test_the_class_count_is_checked_on_the_logits_when_the_graph_does_not_say(tmp_path):
+    """A .onnx whose output dimension is open: the runner's logits decide."""
+    path = foreign_onnx(tmp_path / "five.onnx", classes=5)
+    import onnx
+    model = onnx.load(str(path))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+    onnx.save(model, str(path))
+    test = load_dataset(DataConfig("digits", image_size=8, channels=1)).test.head(20)
+    with pytest.raises(EdgeticketError, match="predicts 5 classes"):
+        bench_artifact(path, "ort-cpu-1t", FAST, TargetData("digits", test, 10))
+
+
+def test_uint8_images_are_scaled_as_the_data_loader_does():
+    """The runner turns uint8 pixels into [0, 1] floats exactly as TensorImages.batch does."""
+    from edgeticket.bench.runner import as_input
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    from edgeticket.data import TensorImages
+    expected = TensorImages(torch.from_numpy(pixels), torch.zeros(1)).batch(torch.arange(1))[0].numpy()
+    assert np.array_equal(as_input(pixels[0]), expected)
