@@ -108,9 +108,11 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
     drawing (imp, a-imp, lmp); see `edgeticket draw --help`. The draw's report is in `ticket.provenance`."""
     from .fileio import check_output, sha256_file
     from .tickets import DrawConfig, DrawTraining, draw_ticket
-    if round_to is None:
+    if device:
         from .bench import get_device
-        round_to = get_device(device).round_to if device else 1
+        profile = get_device(device)  # checked even when round_to is given: a misspelled name is an error
+        round_to = profile.round_to if round_to is None else round_to
+    round_to = 1 if round_to is None else round_to
     training = DrawTraining(on=on, data=data, data_root=str(data_root) if data_root else None, subset=subset,
                             rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind, seed=seed)
     config = DrawConfig(method=method, pattern=pattern, sparsity=sparsity, scope=scope,

@@ -42,7 +42,7 @@ def command(example: str) -> Callable:
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             set_mode(kwargs.get("json_output", False), kwargs.get("quiet", False))
-            signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: temp files, worker processes
+            signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: temp files, bench runner processes
             try:
                 return func(*args, **kwargs)
             except EdgeticketError as error:
@@ -206,6 +206,10 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
     """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
     from .tables import bench_rows, device_rows
     if all_devices:
+        if device or input_shape:
+            raise EdgeticketError("--all-devices benches a ticket on every profile at its own input size",
+                                  hint="drop --device and --input-shape, or bench one exported model without "
+                                       "--all-devices")
         from .bench import BenchConfig
         from .bench.all_devices import bench_all_devices
         config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images)
@@ -232,10 +236,8 @@ def devices(json_output: Json = False, quiet: Quiet = False) -> None:
 
     from .bench.devices import BrokenProfile, list_devices, timing_note, unavailable_reason
     from .host import cpu_info
-    rows = []
-    for p in list_devices():
-        reason = f"broken profile: {p.error.message}" if isinstance(p, BrokenProfile) else unavailable_reason(p)
-        rows.append((p, reason, None if reason else timing_note(p)))
+    rows = [(p, unavailable_reason(p)) for p in list_devices()]
+    rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
     if json_output:
         return emit_json({"host": cpu_info().as_dict(),
                           "devices": [{**vars(p), "error": None, "available": reason is None,

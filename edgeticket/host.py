@@ -1,6 +1,7 @@
 """The machine a number was measured on: CPU model, architecture and the instruction-set flags that change what
-a runtime computes (int8 dot products, fp16 and bf16 arithmetic). Standard library only: the bench worker
-reports the CPU it ran on, and an export records the CPU that chose its int8 weight range."""
+a runtime computes (int8 dot products, fp16 and bf16 arithmetic). Standard library only. The bench runner
+sends its machine's /proc/cpuinfo block, read here with `parse_cpuinfo`; an export records the CPU that chose
+its int8 weight range."""
 
 from __future__ import annotations
 

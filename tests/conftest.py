@@ -1,5 +1,8 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
+from rich.progress import Progress
 from typer.testing import CliRunner
 
 from edgeticket.models import get_model
@@ -8,6 +11,22 @@ from edgeticket.models import get_model
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture
+def progress_recorder(monkeypatch):
+    """`bars = progress_recorder(module)`: every bar `module` opens, kept (hidden) so a test can read its tasks."""
+    def record(module) -> list[Progress]:
+        bars = []
+
+        @contextmanager
+        def recording():
+            with Progress(disable=True) as bar:
+                bars.append(bar)
+                yield bar
+        monkeypatch.setattr(module, "progress_bar", recording)
+        return bars
+    return record
 
 
 @pytest.fixture

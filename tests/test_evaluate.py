@@ -1,9 +1,7 @@
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from rich.progress import Progress
 
 from edgeticket import metrics
 from edgeticket.cli import app
@@ -37,22 +35,9 @@ def test_torch_and_onnx_accuracy_agree(tuned):
     assert json.loads((tuned / "t.ticket.eval.json").read_text())["metrics"]["accuracy"] == torch_result.metrics.accuracy
 
 
-def recorded_progress(monkeypatch, module) -> list[Progress]:
-    """Every bar `module` opens, kept (hidden) so a test can read its tasks afterwards."""
-    bars = []
-
-    @contextmanager
-    def recording():
-        with Progress(disable=True) as bar:
-            bars.append(bar)
-            yield bar
-    monkeypatch.setattr(module, "progress_bar", recording)
-    return bars
-
-
 @pytest.mark.parametrize("model, passes", [("t.ticket", ["OOD", "PGD-1", "test"]), ("t.onnx", ["OOD", "test"])])
-def test_eval_counts_every_batch_on_a_progress_bar(tuned, monkeypatch, model, passes):
-    bars = recorded_progress(monkeypatch, metrics)
+def test_eval_counts_every_batch_on_a_progress_bar(tuned, progress_recorder, model, passes):
+    bars = progress_recorder(metrics)
     config = EvalConfig("digits", ood="gaussian-noise", attack="linf:8/255", attack_steps=1, adv_images=40,
                         ood_images=100, batch_size=32)
     evaluate(tuned / model, config, save=False)

@@ -13,6 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ..console import info
@@ -20,7 +21,7 @@ from ..errors import EdgeticketError
 from ..host import CpuInfo, cpu_info
 from .runner import ORT_PROVIDERS
 
-RUNTIMES = {"onnxruntime": ("cpu", "cuda", "tensorrt"), "executorch": ("xnnpack",), "ncnn": ("cpu", "vulkan")}
+RUNTIMES = {"onnxruntime": tuple(ORT_PROVIDERS), "executorch": ("xnnpack",), "ncnn": ("cpu", "vulkan")}
 PRECISIONS = ("fp32", "fp16", "int8")
 EXAMPLE = 'runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"'
 
@@ -81,6 +82,9 @@ def _problem(raw: dict) -> tuple[str, str] | None:
     missing = [key for key in REQUIRED if key not in raw]
     if missing:
         return missing[0], "missing"
+    for key in ("runtime", "provider", "precision", "stands_for"):
+        if key in raw and not isinstance(raw[key], str):
+            return key, f"must be a string, not {raw[key]!r}"
     if raw["runtime"] not in RUNTIMES:
         return "runtime", f"unknown runtime {raw['runtime']!r} (known: {', '.join(RUNTIMES)})"
     if raw["provider"] not in RUNTIMES[raw["runtime"]]:
@@ -91,16 +95,14 @@ def _problem(raw: dict) -> tuple[str, str] | None:
             return key, f"must be a positive integer, not {raw[key]!r}"
     if raw["precision"] not in PRECISIONS:
         return "precision", f"unknown precision {raw['precision']!r} (known: {', '.join(PRECISIONS)})"
-    if not isinstance(raw.get("stands_for", ""), str):
-        return "stands_for", "must be a string"
     return None
 
 
-def read_profile(path: Path, builtin: bool = False) -> DeviceProfile:
+def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfile:
     """A profile from its TOML; a clear error naming the file and the key when it does not read."""
     try:
         raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
         raise EdgeticketError(f"device profile {path} is not valid TOML: {error}",
                               hint="a profile looks like: " + EXAMPLE.replace("\n", "; ")) from None
     problem = _problem(raw)
@@ -108,12 +110,13 @@ def read_profile(path: Path, builtin: bool = False) -> DeviceProfile:
         key, what = problem
         raise EdgeticketError(f"device profile {path}: key '{key}': {what}",
                               hint="fix or remove the file; a profile looks like: " + EXAMPLE.replace("\n", "; "))
-    return DeviceProfile(path.stem, **raw, path=str(path), builtin=builtin)
+    return DeviceProfile(Path(path.name).stem, **raw, path=str(path), builtin=builtin)
 
 
-def builtin_files() -> dict[str, Path]:
+def builtin_files() -> dict[str, Traversable]:
+    """The profiles shipped in the package (read through importlib.resources, so a zipped install works)."""
     folder = resources.files("edgeticket") / "devices"
-    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
+    return {Path(entry.name).stem: entry for entry in folder.iterdir() if entry.name.endswith(".toml")}
 
 
 _announced: set[str] = set()
@@ -152,8 +155,10 @@ def get_device(name: str) -> DeviceProfile:
     return profile.use() if isinstance(profile, BrokenProfile) else profile
 
 
-def unavailable_reason(profile: DeviceProfile) -> str | None:
+def unavailable_reason(profile: DeviceProfile | BrokenProfile) -> str | None:
     """None when the profile can run on this machine, else why not."""
+    if isinstance(profile, BrokenProfile):
+        return f"broken profile: {profile.error.message}"
     if profile.runtime == "onnxruntime":
         import onnxruntime as ort
         if ORT_PROVIDERS[profile.provider] not in ort.get_available_providers():

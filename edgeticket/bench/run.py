@@ -5,6 +5,7 @@ the result is recorded beside the model for `report`."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -99,12 +100,13 @@ def default_device(path: str | Path) -> str:
 
 
 def known_metadata(path: Path) -> dict[str, str]:
-    """edgeticket's metadata, or {} for a foreign ONNX (benched from its graph alone)."""
-    if path.suffix == ".onnx":
-        return artifact_metadata(path)
+    """edgeticket's metadata; {} for a model edgeticket did not export (a foreign ONNX is benched from its
+    graph alone). An unreadable ONNX is still an error."""
     try:
         return artifact_metadata(path)
     except EdgeticketError:
+        if path.suffix == ".onnx":
+            raise
         return {}
 
 
@@ -116,10 +118,11 @@ def int8_weights_note(metadata: dict[str, str], cpu: CpuInfo) -> str | None:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
+    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224); bench measures batch 1, as an edge device runs."""
     parts = [p for p in re.split(r"[,x ]+", text.strip()) if p]
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise EdgeticketError(f"--input-shape '{text}' is not N,C,H,W", hint="e.g. --input-shape 1,3,224,224")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts) or parts[0] != "1":
+        raise EdgeticketError(f"--input-shape '{text}' is not 1,C,H,W (bench measures batch 1)",
+                              hint="e.g. --input-shape 1,3,224,224")
     return tuple(int(p) for p in parts)
 
 
@@ -128,7 +131,9 @@ def onnx_io(path: Path) -> tuple[list[int | str], list[int | str]]:
     import onnx
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    first_input = next(i for i in graph.input if i.name not in initializers)
+    first_input = next((i for i in graph.input if i.name not in initializers), None)
+    if first_input is None or not graph.output:
+        raise EdgeticketError(f"{path.name} has no graph input or output", hint="is it an image classifier?")
     dims = lambda value: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                           for d in value.type.tensor_type.shape.dim]
     return dims(first_input), dims(graph.output[0])
@@ -145,10 +150,14 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
         raise EdgeticketError(f"{path.name} has no edgeticket metadata to read its input shape from",
                               hint="pass --input-shape N,C,H,W")
     dims, _ = onnx_io(path)
-    shape = [1 if i == 0 and not isinstance(d, int) or i == 0 and d == 0 else d for i, d in enumerate(dims)]
+    shape = [1 if i == 0 and (not isinstance(d, int) or d == 0) else d for i, d in enumerate(dims)]
     open_dims = [f"{i}:{d}" for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
+    if shape and shape[0] != 1:
+        raise EdgeticketError(f"{path.name}'s batch is fixed at {shape[0]}; bench measures batch 1",
+                              hint="export the model with a batch of 1 or a dynamic batch")
     if open_dims or len(shape) != 4:
-        raise EdgeticketError(f"{path.name}'s input {dims} has open dimensions ({', '.join(open_dims) or 'not 4-D'})",
+        what = f"has open dimensions ({', '.join(open_dims)})" if open_dims else "is not N, C, H, W"
+        raise EdgeticketError(f"{path.name}'s input {dims} {what}",
                               hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
     return shape
 
@@ -158,8 +167,9 @@ def model_classes(path: Path, metadata: dict[str, str]) -> int | None:
     if "edgeticket.class_names" in metadata:
         return len(json.loads(metadata["edgeticket.class_names"]))
     if path.suffix == ".onnx":
-        last = onnx_io(path)[1][-1:]
-        return last[0] if last and isinstance(last[0], int) and last[0] > 0 else None
+        per_image = onnx_io(path)[1][1:]  # [N, 10] and [N, 10, 1, 1] both predict 10 classes
+        if per_image and all(isinstance(d, int) and d > 0 for d in per_image):
+            return math.prod(per_image)
     return None
 
 
@@ -191,8 +201,12 @@ def run_runner(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tupl
         for name, array in inputs.items():
             np.save(folder / f"{name}.npy", array)
         (folder / "job.json").write_text(json.dumps({**job, "inputs": {name: f"{name}.npy" for name in inputs}}))
-        process = subprocess.run([sys.executable, "-I", str(RUNNER), str(folder / "job.json")], capture_output=True,
-                                 text=True, timeout=timeout, preexec_fn=die_with_parent)
+        try:
+            process = subprocess.run([sys.executable, "-I", str(RUNNER), str(folder / "job.json")],
+                                     capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
+        except subprocess.TimeoutExpired:
+            raise EdgeticketError(f"{job['runtime']} on {Path(job['model']).name} took over {timeout:.0f} s",
+                                  hint="use fewer --runs, --seconds or --images") from None
         lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
         if process.returncode != 0 or not lines:
             last = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]

@@ -13,9 +13,10 @@ logits go to NAME.logits.npy beside the job, one image at a time.
 
 Timing: the first inference alone, then warm-up, then at least `runs` calls and at least `min_seconds`.
 Memory (Linux, from /proc/self/status): the resident set before the runtime is imported (Python, numpy, the
-inputs), its growth from importing the runtime and creating the session, its further growth to the peak while
-inferring (VmHWM, reset before the runtime is imported), and the process's peak. Elsewhere, ru_maxrss only.
-(ru_maxrss is not used on Linux: it survives exec, so it would report the parent's peak.)"""
+inputs); its growth from importing the runtime and creating the session; its growth from there to the peak
+while inferring; the runtime's own peak over both phases; and the process's peak (VmHWM, reset between the
+phases where Linux allows, so a spike while the session is built is not counted as inference). Elsewhere,
+ru_maxrss only: on Linux it survives exec, so it would report the parent's (torch-sized) peak."""
 
 from __future__ import annotations
 
@@ -224,10 +225,11 @@ def as_input(image: np.ndarray) -> np.ndarray:
 def run(job: dict, folder: Path) -> dict:
     inputs = {name: np.load(folder / file) for name, file in job.get("inputs", {}).items()}  # before memory is measured
     baseline, startup_peak = status_mb("VmRSS"), status_mb("VmHWM")
-    peak_resets = baseline is not None and reset_peak()
+    resets = baseline is not None and reset_peak()
     open_model = RUNTIMES[job["runtime"]][0]
     predict = open_model(str(folder / job["model"]), job["provider"], job["threads"], job["precision"])
-    loaded = status_mb("VmRSS")
+    loaded, session_peak = status_mb("VmRSS"), status_mb("VmHWM")
+    resets = resets and reset_peak()
     images = np.random.default_rng(0).random(job["input_shape"], dtype=np.float32)
     first_ms, latency = timed_runs(lambda: predict(images), job["runs"], job["warmup"], job["min_seconds"])
     logits = {}
@@ -235,15 +237,25 @@ def run(job: dict, folder: Path) -> dict:
         logits[name] = f"{name}.logits.npy"
         outputs = [np.asarray(predict(as_input(image)), np.float32).reshape(-1) for image in batch]
         np.save(folder / logits[name], np.stack(outputs) if outputs else np.zeros((0, 0), np.float32))
-    peak = status_mb("VmHWM") if peak_resets else None
-    memory = {"measure": "VmRSS/VmHWM" if peak_resets else "ru_maxrss", "baseline_mb": baseline,
-              "session_mb": loaded - baseline if peak_resets else None,
-              "inference_mb": max(peak - loaded, 0.0) if peak_resets else None,
-              "runtime_mb": peak - baseline if peak_resets else None,
-              "peak_mb": max(peak, startup_peak) if peak_resets else max_rss_mb()}
     return {"runtime": job["runtime"], "runtime_version": runtime_version(job["runtime"]),
-            "first_inference_ms": first_ms, "latency": latency.as_dict(), "memory": memory, "logits": logits,
-            "modules": {name: name in sys.modules for name in ("torch", "edgeticket")}, "machine": machine()}
+            "first_inference_ms": first_ms, "latency": latency.as_dict(),
+            "memory": memory_record(baseline, startup_peak, loaded, session_peak, status_mb("VmHWM"), resets),
+            "logits": logits, "modules": {name: name in sys.modules for name in ("torch", "edgeticket")},
+            "machine": machine()}
+
+
+def memory_record(baseline: float | None, startup_peak: float | None, loaded: float | None,
+                  session_peak: float | None, last_peak: float | None, resets: bool) -> dict:
+    """MB figures from /proc/self/status readings: before the runtime, after its session, and the peaks.
+    Without resets, each VmHWM is the process's peak so far, so the phases cannot be told apart at the peak."""
+    if baseline is None:
+        return {"measure": "ru_maxrss", "baseline_mb": None, "session_mb": None, "inference_mb": None,
+                "runtime_mb": None, "peak_mb": max_rss_mb()}
+    return {"measure": "VmRSS/VmHWM, reset per phase" if resets else "VmRSS/VmHWM",
+            "baseline_mb": baseline, "session_mb": loaded - baseline,
+            "inference_mb": max(last_peak - loaded, 0.0) if resets else None,
+            "runtime_mb": max(session_peak, last_peak) - baseline,
+            "peak_mb": max(startup_peak, session_peak, last_peak)}
 
 
 def main(argv: list[str]) -> int:

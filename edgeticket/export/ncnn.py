@@ -59,7 +59,11 @@ def export_ncnn(ticket: Ticket, path: str | Path, ticket_sha256: str | None = No
             pnnx.export(ticket.deployable(), traced, (ticket.example_input(),), fp16=False)  # fp32 weights
         for name in (PARAM, BIN):
             shutil.copy(os.path.join(work, name), staging / name)
-        diff, limit = check_fp32("ncnn", NcnnModel(staging), ticket)
+        try:
+            model = NcnnModel(staging)
+        except RuntimeError as error:
+            raise EdgeticketError(f"pnnx's output does not load: {error}", hint="use --format onnx") from None
+        diff, limit = check_fp32("ncnn", model, ticket)
         write_json(metadata(ticket, ticket_sha256), staging / META)
         size = size_on_disk(staging)
     return ExportReport(str(path), "ncnn", "fp32", size, "max |ncnn - torch|", diff, limit)

@@ -41,13 +41,17 @@ def test_bad_profiles_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_all_devices_table(digits_ticket, tmp_path):
+def test_all_devices_table(digits_ticket, tmp_path, progress_recorder):
     pytest.importorskip("executorch")
+    from edgeticket.bench import all_devices
+    bars = progress_recorder(all_devices)
     digits_ticket.provenance.target = "digits"
     digits_ticket.save(tmp_path / "t.ticket")
     rows = {r.device: r for r in bench_all_devices(tmp_path / "t.ticket", None, tmp_path,
                                                     BenchConfig(runs=5, warmup=1, seconds=0, images=100))}
     assert SHIPPED <= set(rows)
+    (task,) = bars[0].tasks
+    assert task.completed == task.total == len(rows)  # one step per profile
     from edgeticket.data import DataConfig, load_dataset
     test = load_dataset(DataConfig("digits", image_size=28, channels=1)).test
     test = type(test)(test.images[:100], test.labels[:100])
@@ -137,6 +141,8 @@ def test_a_shadowing_profile_is_announced_once_and_recorded(user_devices, tmp_pa
     (PROFILE.format(threads=1) + "thread = 2\n", "thread"),
     ('runtime = "onnxruntime"\nthreads = 1\nprecision = "fp32"\n', "provider"),
     (PROFILE.format(threads=1).replace("fp32", "fp8"), "precision"),
+    (PROFILE.format(threads=1).replace('"onnxruntime"', '["onnxruntime"]'), "runtime"),
+    (PROFILE.format(threads=1) + "stands_for = 3\n", "stands_for"),
 ])
 def test_a_broken_user_profile_fails_only_when_used_naming_file_and_key(user_devices, body, key):
     (user_devices / "mine.toml").write_text(body)
@@ -146,6 +152,23 @@ def test_a_broken_user_profile_fails_only_when_used_naming_file_and_key(user_dev
     with pytest.raises(EdgeticketError) as error:
         get_device("mine")
     assert str(user_devices / "mine.toml") in error.value.message and f"key '{key}'" in error.value.message
+
+
+def test_the_first_folder_wins_env_then_config_then_cwd(user_devices, tmp_path):
+    folders = [user_devices, tmp_path / "config" / "edgeticket" / "devices", tmp_path / "devices"]
+    for threads, folder in enumerate(folders, 1):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "board.toml").write_text(PROFILE.format(threads=threads))
+    for threads, folder in enumerate(folders, 1):
+        assert get_device("board").threads == threads
+        (folder / "board.toml").unlink()
+
+
+def test_a_folder_named_like_a_profile_is_a_broken_profile(user_devices):
+    (user_devices / "odd.toml").mkdir()
+    assert isinstance({p.name: p for p in list_devices()}["odd"], BrokenProfile)
+    with pytest.raises(EdgeticketError, match="odd.toml"):
+        get_device("odd")
 
 
 def test_unknown_runtimes_are_listed(user_devices):
@@ -197,7 +220,7 @@ def test_a_wheel_install_run_outside_the_checkout_lists_every_builtin_profile(tm
     from pathlib import Path
     checkout = Path(__file__).resolve().parents[2]
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
-    shutil.copytree(checkout, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info",
+    shutil.copytree(checkout, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "*.egg-info",
                                                                      "__pycache__", ".pytest_cache", "docs"))
     target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()

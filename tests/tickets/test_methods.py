@@ -1,5 +1,4 @@
 import dataclasses
-from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -7,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
-from rich.progress import Progress
 
 from edgeticket import train
 from edgeticket.tickets import imp, lmp
@@ -72,16 +70,9 @@ def test_a_imp_trains_on_adversarial_inputs(source, monkeypatch):
 
 
 @pytest.mark.parametrize("method, module, description", [("lmp", lmp, "lmp mask"), ("imp", imp, "imp rounds")])
-def test_training_methods_count_their_work_on_a_progress_bar(source, monkeypatch, method, module, description):
+def test_training_methods_count_their_work_on_a_progress_bar(source, progress_recorder, method, module, description):
     """LMP counts its mask-learning batches over every epoch; IMP its rounds (each round's training has its own)."""
-    bars = []
-
-    @contextmanager
-    def recording():
-        with Progress(disable=True) as bar:  # hidden, kept for reading its tasks afterwards
-            bars.append(bar)
-            yield bar
-    monkeypatch.setattr(module, "progress_bar", recording)
+    bars = progress_recorder(module)
     draw_ticket(source, DrawConfig(method, "unstructured", 0.5, training=dataclasses.replace(QUICK, epochs=2)))
     (task,) = [task for bar in bars for task in bar.tasks]
     assert task.description == description and task.completed == task.total == 2 and "status" in task.fields
