@@ -100,6 +100,9 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
                       config: BenchConfig = BenchConfig(), data_root: str | None = None) -> list[DeviceRow]:
     """Every profile's row. `data` (default: the ticket's finetune target) gives accuracy and calibrates int8;
     without it every latency row is still measured, and the int8 row says what it needs."""
+    if Path(ticket_path).suffix in SUFFIXES.values():
+        raise EdgeticketError(f"{Path(ticket_path).name} is already exported; --all-devices exports a ticket to "
+                              "every format", hint="pass the .ticket, or bench this file with --device NAME")
     ticket = load_checkpoint(ticket_path)
     data = data or ticket.provenance.target
     splits = None

@@ -118,6 +118,11 @@ def test_a_foreign_onnx_benches_from_its_graph(tmp_path, runner):
     assert record["test_images"] > 0 and 0 <= record["accuracy"] <= 100 and "foreign model" in record["note"]
 
 
+def test_all_devices_wants_a_ticket_not_an_export(tmp_path, runner):
+    result = runner.invoke(app, ["bench", str(foreign_onnx(tmp_path / "f.onnx")), "--all-devices"])
+    assert result.exit_code == 1 and "already exported" in result.output and "--device" in result.output
+
+
 def test_a_foreign_onnx_with_open_sizes_needs_input_shape(tmp_path):
     path = foreign_onnx(tmp_path / "open.onnx", dynamic_size=True)
     with pytest.raises(EdgeticketError, match="open dimensions") as error:
