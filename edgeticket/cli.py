@@ -201,7 +201,7 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           seconds: Annotated[float, typer.Option(min=0, max=600, help="Time for at least this long.")] = 1.0,
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
-              help="N,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
+              help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
           json_output: Json = False, quiet: Quiet = False) -> None:
     """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
     from .tables import bench_rows, device_rows

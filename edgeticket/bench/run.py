@@ -148,7 +148,7 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
         return [1] + json.loads(metadata["edgeticket.input_size"])
     if path.suffix != ".onnx":
         raise EdgeticketError(f"{path.name} has no edgeticket metadata to read its input shape from",
-                              hint="pass --input-shape N,C,H,W")
+                              hint="pass --input-shape 1,C,H,W")
     dims, _ = onnx_io(path)
     shape = [1 if i == 0 and (not isinstance(d, int) or d == 0) else d for i, d in enumerate(dims)]
     open_dims = [f"{i}:{d}" for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
@@ -158,7 +158,7 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
     if open_dims or len(shape) != 4:
         what = f"has open dimensions ({', '.join(open_dims)})" if open_dims else "is not N, C, H, W"
         raise EdgeticketError(f"{path.name}'s input {dims} {what}",
-                              hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+                              hint="pass --input-shape 1,C,H,W, e.g. --input-shape 1,3,224,224")
     return shape
 
 
