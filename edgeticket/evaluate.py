@@ -103,6 +103,9 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
 
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
     from .export.onnx import open_session, read_metadata
+    if "edgeticket.input_size" not in read_metadata(path):
+        raise EdgeticketError(f"{Path(path).name} was not exported by edgeticket: eval reads its metadata",
+                              hint="bench it instead: `edgeticket bench MODEL --data NAME` measures its accuracy")
     session = open_session(path, threads=2)
     channels, size = (int(d) for d in session.get_inputs()[0].shape[1:3])
     splits = load_splits(config, channels, size)

@@ -17,7 +17,7 @@ from ..export.checks import FP16_TOLERANCE, FP32_TOLERANCE, allowed_difference, 
 from ..fileio import sha256_file
 from ..models.checkpoints import load_checkpoint
 from ..ticket import Ticket
-from .devices import BrokenProfile, DeviceProfile, list_devices, unavailable_reason
+from .devices import BrokenProfile, DeviceProfile, announce_shadowing, list_devices, unavailable_reason
 from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, record_bench
 
 
@@ -72,6 +72,7 @@ class DeviceBench:
     def row(self, profile: DeviceProfile | BrokenProfile) -> DeviceRow:
         if isinstance(profile, BrokenProfile):
             return DeviceRow(profile.name, "", "broken profile", profile.error.message)
+        announce_shadowing(profile)
         reason = unavailable_reason(profile)
         if reason:
             return DeviceRow(profile.name, profile.stands_for, "not available here", reason)

@@ -122,22 +122,35 @@ def builtin_files() -> dict[str, Traversable]:
 _announced: set[str] = set()
 
 
+def announce(key: str, message: str) -> None:
+    """Say it once per process."""
+    if key not in _announced:
+        _announced.add(key)
+        info(message)
+
+
+def announce_shadowing(profile: DeviceProfile) -> None:
+    """A user's profile used under a built-in name is announced (once), so a number is not read as the built-in's."""
+    if not profile.builtin and profile.name in builtin_files():
+        announce(profile.name, f"device profile {profile.name}: using {profile.path}, not the built-in one")
+
+
 def list_devices() -> list[DeviceProfile | BrokenProfile]:
     """Every profile by name, a user's first; a broken user profile is listed as such, not raised."""
     found: dict[str, DeviceProfile | BrokenProfile] = {}
-    builtins = builtin_files()
     for folder in user_dirs():
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        if not folder.is_dir():
+            if str(folder) in os.environ.get("EDGETICKET_DEVICES", "").split(os.pathsep):
+                announce(str(folder), f"$EDGETICKET_DEVICES names {folder}, which is not a folder")
+            continue
+        for path in sorted(folder.glob("*.toml")):
             if path.stem in found:
                 continue
             try:
                 found[path.stem] = read_profile(path)
             except EdgeticketError as error:
                 found[path.stem] = BrokenProfile(path.stem, str(path), error)
-            if path.stem in builtins and path.stem not in _announced:
-                _announced.add(path.stem)
-                info(f"device profile {path.stem}: using {path}, not the built-in one")
-    for name, path in builtins.items():
+    for name, path in builtin_files().items():
         found.setdefault(name, read_profile(path, builtin=True))
     return sorted(found.values(), key=lambda p: p.name)
 
@@ -152,7 +165,10 @@ def get_device(name: str) -> DeviceProfile:
     if name not in profiles:
         raise EdgeticketError(f"unknown device '{name}'", hint=f"choose one of: {', '.join(profiles)}")
     profile = profiles[name]
-    return profile.use() if isinstance(profile, BrokenProfile) else profile
+    if isinstance(profile, BrokenProfile):
+        profile.use()
+    announce_shadowing(profile)
+    return profile
 
 
 def unavailable_reason(profile: DeviceProfile | BrokenProfile) -> str | None:
@@ -175,9 +191,12 @@ def unavailable_reason(profile: DeviceProfile | BrokenProfile) -> str | None:
     return None if vulkan_devices() else "no Vulkan device (install mesa-vulkan-drivers libvulkan1 for lavapipe, or use a GPU)"
 
 
-def timing_note(profile: DeviceProfile, cpu: CpuInfo | None = None) -> str | None:
-    """Why a profile's timings should not be read as the device's, when they should not (`cpu`: the one it ran on)."""
-    cpu = cpu or cpu_info()
+def timing_note(profile: DeviceProfile, cpu: CpuInfo | None = None, cpus: int | None = None) -> str | None:
+    """Why a profile's timings should not be read as the device's, when they should not (`cpu`, `cpus`: the
+    machine it ran on)."""
+    cpu, cpus = cpu or cpu_info(), cpus or os.cpu_count()
+    if profile.provider in ("cpu", "xnnpack") and cpus and profile.threads > cpus:
+        return f"{profile.threads} threads on {cpus} cores: the device's timing would differ"
     if profile.runtime == "ncnn" and profile.provider == "cpu" and profile.precision == "fp16" and not cpu.fp16_arithmetic:
         return "no fp16 arithmetic on this CPU (asimdhp, avx512_fp16): ncnn runs its fp32 kernels, not the fp16 path"
     if profile.provider == "vulkan":

@@ -25,7 +25,7 @@ from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from .devices import DeviceProfile, get_device, timing_note
-from .runner import LatencyStats
+from .runner import NCNN_PARAM, LatencyStats
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -99,6 +99,20 @@ def default_device(path: str | Path) -> str:
     return "ort-int8-1t" if precision == "int8" else "ort-cpu-1t"
 
 
+def checked_model(path: str | Path) -> Path:
+    """An exported model that exists: an .onnx or .pte file, or an ncnn folder; a ticket goes to --all-devices."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
+    if path.suffix == ".ticket":
+        raise EdgeticketError(f"{path.name} is a ticket, not an exported model",
+                              hint="bench it on every profile with --all-devices, or export it first")
+    if path.is_dir() and not (path / NCNN_PARAM).is_file():
+        raise EdgeticketError(f"{path} is a folder but not an ncnn export (no {NCNN_PARAM})",
+                              hint="pass an .onnx or .pte file, or a .ncnn folder from `edgeticket export`")
+    return path
+
+
 def known_metadata(path: Path) -> dict[str, str]:
     """edgeticket's metadata; {} for a model edgeticket did not export (a foreign ONNX is benched from its
     graph alone). An unreadable ONNX is still an error."""
@@ -141,7 +155,13 @@ def onnx_io(path: Path) -> tuple[list[int | str], list[int | str]]:
 
 def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] | None) -> list[int]:
     """Batch 1 at the size the model was exported for; a foreign ONNX's from its graph, where a dynamic batch
-    becomes 1 and any other open dimension needs --input-shape."""
+    becomes 1 and any other open dimension needs --input-shape (which must agree with the fixed ones)."""
+    if override and path.suffix == ".onnx":
+        dims, _ = onnx_io(path)
+        if len(override) != len(dims) or any(isinstance(d, int) and d > 0 and d != want
+                                             for d, want in list(zip(dims, override))[1:]):
+            raise EdgeticketError(f"--input-shape {','.join(map(str, override))} does not fit {path.name}'s input "
+                                  f"{dims}", hint="keep its fixed dimensions as they are; only open ones are yours")
     if override:
         return list(override)
     if "edgeticket.input_size" in metadata:
@@ -151,14 +171,14 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
                               hint="pass --input-shape 1,C,H,W")
     dims, _ = onnx_io(path)
     shape = [1 if i == 0 and (not isinstance(d, int) or d == 0) else d for i, d in enumerate(dims)]
-    open_dims = [f"{i}:{d}" for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
     if shape and shape[0] != 1:
         raise EdgeticketError(f"{path.name}'s batch is fixed at {shape[0]}; bench measures batch 1",
                               hint="export the model with a batch of 1 or a dynamic batch")
+    open_dims = [f"{i}:{d}" for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
     if open_dims or len(shape) != 4:
         what = f"has open dimensions ({', '.join(open_dims)})" if open_dims else "is not N, C, H, W"
-        raise EdgeticketError(f"{path.name}'s input {dims} {what}",
-                              hint="pass --input-shape 1,C,H,W, e.g. --input-shape 1,3,224,224")
+        example = ",".join(str(d) if isinstance(d, int) and d > 0 else "224" for d in shape)
+        raise EdgeticketError(f"{path.name}'s input {dims} {what}", hint=f"pass --input-shape, e.g. {example}")
     return shape
 
 
@@ -208,11 +228,11 @@ def run_runner(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tupl
             raise EdgeticketError(f"{job['runtime']} on {Path(job['model']).name} took over {timeout:.0f} s",
                                   hint="use fewer --runs, --seconds or --images") from None
         lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-        if process.returncode != 0 or not lines:
-            last = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]
-            raise EdgeticketError(f"{job['runtime']} failed on {Path(job['model']).name}: {last}",
-                                  hint="see EDGETICKET_DEBUG=1")
-        out = json.loads(lines[-1])
+        out = json.loads(lines[-1]) if lines else {}
+        if process.returncode != 0 or "error" in out or not lines:
+            why = out.get("error") or (process.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeticketError(f"{job['runtime']} failed on {Path(job['model']).name}: {why[:400]}",
+                                  hint="check the model's input shape and the profile's provider")
         return out, {name: np.load(folder / file) for name, file in out["logits"].items()}
 
 
@@ -221,9 +241,7 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> BenchResult:
     """Latency, memory and (with `data`) accuracy, ECE and NLL of `path` in the profile's runtime, measured by
     the torch-free runner in its own process."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
+    path = checked_model(path)
     profile = get_device(profile) if isinstance(profile, str) else profile
     if config.threads:
         profile = replace(profile, threads=config.threads)
@@ -256,10 +274,11 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
                    "nll": negative_log_likelihood(scores, labels)}
     diff = float(np.abs(logits["reference"] - reference[1]).max()) if reference is not None else None
     cpu = parse_cpuinfo(out["machine"]["cpuinfo"], out["machine"]["arch"])
-    timing = timing_note(profile, cpu)
+    timing = timing_note(profile, cpu, out["machine"]["cpus"])
     notes = [timing, int8_weights_note(metadata, cpu),
              "ExecuTorch's Python runtime loads torch: its memory is in these figures" if out["modules"]["torch"] else None,
-             None if metadata else "foreign model: inputs are pixels in [0, 1] at batch 1"]
+             None if metadata else "foreign model: pixels in [0, 1] at batch 1" + (
+                 f"; {data.name} images resized to {shape[2]}x{shape[3]}, {shape[1]} channel(s)" if data else "")]
     memory = out["memory"]
     return BenchResult(str(path), profile.name, profile.runtime, out["runtime_version"], profile.provider,
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
@@ -274,9 +293,7 @@ def bench_model(path: str | Path, device: str | None = None, data: str | None = 
                 config: BenchConfig = BenchConfig(), data_root: str | None = None) -> BenchResult:
     """`edgeticket bench MODEL`: on the profile that runs its format unless `device` says; accuracy on `data`,
     which defaults to the target the exported ticket was finetuned on (a foreign model has none: latency only)."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
+    path = checked_model(path)
     metadata = known_metadata(path)
     name = data or metadata_target(metadata)
     target = TargetData.load(name, input_shape(path, metadata, config.input_shape), data_root) if name else None

@@ -263,7 +263,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -I runner.py JOB.json", file=sys.stderr)
         return 2
     job_path = Path(argv[0])
-    print(json.dumps(run(json.loads(job_path.read_text()), job_path.parent)), flush=True)
+    try:
+        result = run(json.loads(job_path.read_text()), job_path.parent)
+    except Exception as error:  # the runtime's own message, whole, on one line: the host shows it
+        print(json.dumps({"error": f"{type(error).__name__}: {' '.join(str(error).split())}"}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -260,3 +260,20 @@ def test_all_devices_on_a_torchvision_resnet18_ticket_without_target_data(tmp_pa
         assert row["result"]["accuracy"] is None and row["result"]["latency"]["runs"] >= 3
         assert row["result"]["input_shape"] == [1, 3, 224, 224]
     assert rows["ort-cpu-1t"]["result"]["modules"] == {"torch": False, "edgeticket": False}
+
+
+def test_more_threads_than_cores_is_flagged():
+    from edgeticket.bench.devices import timing_note
+    four = get_device("ort-cpu-4t")
+    assert "4 threads on 2 cores" in timing_note(four, cpu_info(), cpus=2)
+    assert timing_note(four, cpu_info(), cpus=8) is None
+
+
+def test_a_missing_devices_folder_in_the_environment_is_said(user_devices, tmp_path, monkeypatch):
+    import edgeticket.bench.devices as devices
+    said = []
+    monkeypatch.setattr(devices, "info", said.append)
+    monkeypatch.setenv("EDGETICKET_DEVICES", str(tmp_path / "nope"))
+    list_devices()
+    list_devices()
+    assert said == [f"$EDGETICKET_DEVICES names {tmp_path / 'nope'}, which is not a folder"]

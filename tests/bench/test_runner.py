@@ -211,3 +211,35 @@ def alive(pid: int) -> bool:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: (tmp / "t.ticket").write_bytes(b"x") and tmp / "t.ticket", "is a ticket, not an exported model"),
+    (lambda tmp: (tmp / "folder").mkdir() or tmp / "folder", "not an ncnn export"),
+])
+def test_bench_says_what_a_wrong_model_path_is(tmp_path, make, message):
+    with pytest.raises(EdgeticketError, match=message):
+        bench_model(make(tmp_path), config=FAST)
+
+
+def test_an_input_shape_must_keep_the_graphs_fixed_dimensions(tmp_path):
+    path = foreign_onnx(tmp_path / "f.onnx")  # [batch, 1, 8, 8]
+    with pytest.raises(EdgeticketError, match="does not fit"):
+        bench_model(path, config=BenchConfig(runs=1, warmup=0, seconds=0, input_shape=(1, 3, 8, 8)))
+
+
+def test_a_runtime_failure_is_one_line_with_the_runtimes_own_message(tmp_path):
+    pytest.importorskip("ncnn")
+    folder = tmp_path / "broken.ncnn"
+    folder.mkdir()
+    (folder / "model.ncnn.param").write_text("not a param file\n")
+    (folder / "model.ncnn.bin").write_bytes(b"")
+    with pytest.raises(EdgeticketError, match="ncnn failed on broken.ncnn: RuntimeError: ncnn cannot load"):
+        bench_artifact(folder, "ncnn-cpu-1t", BenchConfig(runs=1, warmup=0, seconds=0, input_shape=(1, 1, 8, 8)))
+
+
+def test_eval_refuses_a_foreign_onnx_and_points_to_bench(tmp_path):
+    from edgeticket.evaluate import EvalConfig, evaluate
+    with pytest.raises(EdgeticketError, match="not exported by edgeticket") as error:
+        evaluate(foreign_onnx(tmp_path / "f.onnx"), EvalConfig("digits"), save=False)
+    assert "edgeticket bench" in error.value.hint
