@@ -103,16 +103,16 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
 
 def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
     from .export.onnx import open_session, read_metadata
-    if "edgeticket.input_size" not in read_metadata(path):
+    meta = read_metadata(path)
+    if "edgeticket.input_size" not in meta:
         raise EdgeticketError(f"{Path(path).name} was not exported by edgeticket: eval reads its metadata",
                               hint="bench it instead: `edgeticket bench MODEL --data NAME` measures its accuracy")
+    channels, size, _ = json.loads(meta["edgeticket.input_size"])
     session = open_session(path, threads=2)
-    channels, size = (int(d) for d in session.get_inputs()[0].shape[1:3])
     splits = load_splits(config, channels, size)
     logits = onnx_logits(session, splits.test, config.batch_size, f"test {splits.name}")
     ood = load_ood(config, channels, size)
     ood_logits = onnx_logits(session, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
-    meta = read_metadata(path)
     return EvalResult(str(path), "onnxruntime", splits.name, len(splits.test), config.ood, image_count(ood), "none",
                       table_row(logits, splits.test.labels, None, ood_logits),
                       "clean metrics only: onnxruntime has no gradients for the PGD attack",

@@ -3,7 +3,7 @@ kernels like, and the device each stands for.
 
 Built-in profiles ship in the package (edgeticket/devices/). A user's own come from $EDGETICKET_DEVICES
 (folders separated by ':'), ~/.config/edgeticket/devices/ and ./devices/, in that order; the first file of a
-name wins, and one that shadows a built-in profile is announced once. A broken user profile breaks nothing
+name wins, and one that shadows a built-in profile is announced once, when it is used. A broken user profile breaks nothing
 until it is used: then it is an error naming the file and the key."""
 
 from __future__ import annotations

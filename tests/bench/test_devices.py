@@ -277,3 +277,12 @@ def test_a_missing_devices_folder_in_the_environment_is_said(user_devices, tmp_p
     list_devices()
     list_devices()
     assert said == [f"$EDGETICKET_DEVICES names {tmp_path / 'nope'}, which is not a folder"]
+
+
+def test_the_readmes_profile_example_reads(user_devices):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("# ~/.config/edgeticket/devices/rpi4.toml")
+    (user_devices / "rpi4.toml").write_text(readme[start:readme.index("```", start)])
+    rpi4 = get_device("rpi4")
+    assert (rpi4.runtime, rpi4.threads, rpi4.round_to) == ("onnxruntime", 4, 8)
