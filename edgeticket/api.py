@@ -189,16 +189,18 @@ def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = 
 
 def bench(model: PathLike, *, device: str | None = None, data: str | None = None, runs: int = 100, warmup: int = 10,
           seconds: float = 1.0, threads: int | None = None, images: int | None = None,
-          input_shape: str | tuple[int, ...] | None = None, data_root: PathLike | None = None, save: bool = True):
+          input_shape: str | tuple[int, ...] | None = None, data_root: PathLike | None = None, keep: bool = False,
+          save: bool = True):
     """Latency (first, p50/p90/p99), memory and accuracy, ECE and NLL of an exported model in its runtime,
     measured by a torch-free runner in its own process, on a device profile (default: the one that runs the
-    file's format). `data` defaults to the target the model was finetuned on; a foreign ONNX is benched from
-    its graph (`input_shape` "1,3,224,224" where it leaves a dimension open)."""
+    file's format; a profile with an [ssh] table runs on that board, and `keep` leaves the pushed files
+    there). `data` defaults to the target the model was finetuned on; a foreign ONNX is benched from its graph
+    (`input_shape` "1,3,224,224" where it leaves a dimension open)."""
     from .bench import BenchConfig
     from .bench.run import bench_model, parse_shape, record_bench
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
     config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images,
-                         input_shape=tuple(shape) if shape else None)
+                         input_shape=tuple(shape) if shape else None, keep=keep)
     result = bench_model(model, device, data, config, str(data_root) if data_root else None)
     if save:
         record_bench(result)

@@ -202,8 +202,11 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
               help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
+          keep: Annotated[bool, typer.Option("--keep", help="On a board over ssh ([ssh] in the profile), leave the "
+                                                             "pushed files there; the next bench skips them.")] = False,
           json_output: Json = False, quiet: Quiet = False) -> None:
-    """Latency, memory and accuracy in an edge runtime; saved as MODEL.DEVICE.bench.json for `report`."""
+    """Latency, memory and accuracy in an edge runtime, here or on your board over ssh; saved as
+    MODEL.DEVICE.bench.json for `report`."""
     from .tables import bench_rows, device_rows
     if all_devices:
         if device or input_shape:
@@ -212,7 +215,7 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
                                        "--all-devices")
         from .bench import BenchConfig
         from .bench.all_devices import bench_all_devices
-        config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images)
+        config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images, keep=keep)
         rows = bench_all_devices(model, data, out or model.parent, config)
         if json_output:
             return emit_json([{**vars(r), "result": r.result.as_dict() if r.result else None} for r in rows])
@@ -221,26 +224,29 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
     from . import api
     from .bench.run import record_bench
     result = api.bench(model, device=device, data=data, runs=runs, warmup=warmup, seconds=seconds, threads=threads,
-                       images=images, input_shape=input_shape, save=False)
+                       images=images, input_shape=input_shape, keep=keep, save=False)
     record = record_bench(result)  # MODEL.DEVICE.bench.json, for `report`
     if json_output:
         return emit_json(record)
-    bench_rows(f"{model.name} on {result.device}" + (f", accuracy on {result.data}" if result.data else ""), [result])
+    bench_rows(f"{model.name} on {result.device}" + (f", accuracy on {result.data}" if result.data else "")
+               + (f" ({result.where})" if result.transport != "local" else ""), [result])
 
 
 @command("edgeticket devices")
 def devices(json_output: Json = False, quiet: Quiet = False) -> None:
     """Device profiles (built-in, and yours from $EDGETICKET_DEVICES, ~/.config/edgeticket/devices/ or ./devices/),
     and whether each can run on this machine (and why not)."""
+    from dataclasses import asdict
+
     from rich.text import Text
 
     from .bench.devices import BrokenProfile, list_devices, timing_note, unavailable_reason
     from .host import cpu_info
     rows = [(p, unavailable_reason(p)) for p in list_devices()]
-    rows = [(p, reason, None if reason else timing_note(p)) for p, reason in rows]
+    rows = [(p, reason, None if reason or getattr(p, "ssh", None) else timing_note(p)) for p, reason in rows]
     if json_output:
         return emit_json({"host": cpu_info().as_dict(),
-                          "devices": [{**vars(p), "error": None, "available": reason is None,
+                          "devices": [{**asdict(p), "error": None, "available": reason is None,
                                        "reason": reason or note or ""} if not isinstance(p, BrokenProfile) else
                                       {"name": p.name, "path": p.path, "error": p.error.message, "available": False,
                                        "reason": reason} for p, reason, note in rows]})
@@ -250,6 +256,7 @@ def devices(json_output: Json = False, quiet: Quiet = False) -> None:
                [[p.name + ("" if getattr(p, "builtin", False) else f" ({p.path})"),
                  *([p.runtime, p.provider, p.threads, p.precision, p.round_to] if not isinstance(p, BrokenProfile)
                    else ["-"] * 5),
+                 Text(p.where, "cyan") if getattr(p, "ssh", None) else
                  Text.assemble(("yes", "green"), f" ({note})" if note else "") if reason is None
                  else Text.assemble(("no", "red"), f": {reason}"),
                  getattr(p, "stands_for", "")] for p, reason, note in rows])

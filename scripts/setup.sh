@@ -8,8 +8,10 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
 "${pip[@]}" -e ".[test,edge]"
 
-# Debian: Fashion-MNIST, and a Vulkan loader + Mesa's software GPU (lavapipe) for ncnn-vulkan correctness
+# Debian: Fashion-MNIST, a Vulkan loader + Mesa's software GPU (lavapipe) for ncnn-vulkan correctness, and an
+# OpenSSH server (and client, for ssh-keyscan) that the ssh bench tests start on 127.0.0.1 as a "board"
 need_apt=()
+[ -x /usr/sbin/sshd ] && command -v ssh-keyscan >/dev/null || need_apt+=(openssh-server openssh-client)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)

@@ -19,13 +19,14 @@ from ..models.checkpoints import load_checkpoint
 from ..ticket import Ticket
 from .devices import BrokenProfile, DeviceProfile, announce_shadowing, list_devices, unavailable_reason
 from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, record_bench
+from .transport import BoardUnreachable
 
 
 @dataclass
 class DeviceRow:
     device: str
     stands_for: str
-    status: str  # ok | not available here | needs --data | export failed | accuracy check failed | bench failed | broken profile
+    status: str  # ok | not available here | unreachable | needs --data | export failed | accuracy check failed | bench failed | broken profile
     reason: str = ""
     result: BenchResult | None = None
 
@@ -85,6 +86,8 @@ class DeviceBench:
             return DeviceRow(profile.name, profile.stands_for, status, artifact.message)
         try:
             result = bench_artifact(artifact, profile, self.config, self.target, self.reference)
+        except BoardUnreachable as error:
+            return DeviceRow(profile.name, profile.stands_for, "unreachable", error.message)
         except EdgeticketError as error:
             return DeviceRow(profile.name, profile.stands_for, "bench failed", error.message)
         record_bench(result)

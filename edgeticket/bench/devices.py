@@ -1,5 +1,5 @@
 """Device profiles: TOML files naming a runtime, its provider, threads, precision, the channel multiple its
-kernels like, and the device each stands for.
+kernels like, and the device each stands for. A profile with an `[ssh]` table runs on that board (bench/ssh.py).
 
 Built-in profiles ship in the package (edgeticket/devices/). A user's own come from $EDGETICKET_DEVICES
 (folders separated by ':'), ~/.config/edgeticket/devices/ and ./devices/, in that order; the first file of a
@@ -27,6 +27,26 @@ EXAMPLE = 'runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "
 
 
 @dataclass(frozen=True)
+class SshTarget:
+    """A profile's `[ssh]` table: the board a remote profile runs on, and how to reach it."""
+    host: str
+    port: int | None = None   # else ~/.ssh/config's Port, else 22
+    user: str = ""            # else ~/.ssh/config's User, else the local user name
+    identity: str = ""        # a private key file; else ~/.ssh/config's IdentityFile, the agent and default keys
+    known_hosts: str = "~/.ssh/known_hosts"  # the board's host key must be here: never accepted blindly
+    python: str = "python3"   # the board's interpreter, with numpy and the runtime installed
+    workdir: str = "/tmp/edgeticket"  # where the runner, model and inputs are pushed (~/ is the home folder)
+
+    @property
+    def label(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}{f':{self.port}' if self.port else ''}"
+
+
+SSH_KEYS = [f.name for f in dataclasses.fields(SshTarget)]
+SSH_EXAMPLE = '[ssh]\nhost = "pi5.local"\npython = "python3"'
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     runtime: str      # onnxruntime | executorch | ncnn
@@ -37,6 +57,7 @@ class DeviceProfile:
     round_to: int = 1  # `draw --device NAME` keeps a multiple of this many channels per layer
     path: str = ""    # the TOML it was read from
     builtin: bool = True
+    ssh: SshTarget | None = None  # a board reached over ssh; None: this machine
 
     @property
     def format(self) -> str:
@@ -46,6 +67,11 @@ class DeviceProfile:
     @property
     def int8(self) -> bool:
         return self.precision == "int8"
+
+    @property
+    def where(self) -> str:
+        """Where it runs, for tables: this machine, or the board over ssh."""
+        return f"ssh {self.ssh.label}" if self.ssh else "here"
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,24 @@ def _problem(raw: dict) -> tuple[str, str] | None:
             return key, f"must be a positive integer, not {raw[key]!r}"
     if raw["precision"] not in PRECISIONS:
         return "precision", f"unknown precision {raw['precision']!r} (known: {', '.join(PRECISIONS)})"
+    if "ssh" in raw:
+        return _ssh_problem(raw["ssh"])
+    return None
+
+
+def _ssh_problem(table: object) -> tuple[str, str] | None:
+    if not isinstance(table, dict):
+        return "ssh", "must be a table: " + SSH_EXAMPLE.replace("\n", "; ")
+    unknown = [key for key in table if key not in SSH_KEYS]
+    if unknown:
+        return f"ssh.{unknown[0]}", f"unknown key (keys: {', '.join(SSH_KEYS)})"
+    if not table.get("host") or not isinstance(table["host"], str):
+        return "ssh.host", "missing: the board's name or address"
+    if "port" in table and not (_positive_int(table["port"]) and table["port"] <= 65535):
+        return "ssh.port", f"must be a port number, 1 to 65535, not {table['port']!r}"
+    for key in ("user", "identity", "known_hosts", "python", "workdir"):
+        if key in table and not (isinstance(table[key], str) and table[key].strip()):
+            return f"ssh.{key}", f"must be a non-empty string, not {table[key]!r}"
     return None
 
 
@@ -110,7 +154,8 @@ def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfi
         key, what = problem
         raise EdgeticketError(f"device profile {path}: key '{key}': {what}",
                               hint="fix or remove the file; a profile looks like: " + EXAMPLE.replace("\n", "; "))
-    return DeviceProfile(Path(path.name).stem, **raw, path=str(path), builtin=builtin)
+    ssh = SshTarget(**raw.pop("ssh")) if "ssh" in raw else None
+    return DeviceProfile(Path(path.name).stem, **raw, path=str(path), builtin=builtin, ssh=ssh)
 
 
 def builtin_files() -> dict[str, Traversable]:
@@ -175,6 +220,8 @@ def unavailable_reason(profile: DeviceProfile | BrokenProfile) -> str | None:
     """None when the profile can run on this machine, else why not."""
     if isinstance(profile, BrokenProfile):
         return f"broken profile: {profile.error.message}"
+    if profile.ssh:
+        return None  # the board is probed when the profile is used: a bench says what it lacks
     if profile.runtime == "onnxruntime":
         import onnxruntime as ort
         if ORT_PROVIDERS[profile.provider] not in ort.get_available_providers():
@@ -199,7 +246,7 @@ def timing_note(profile: DeviceProfile, cpu: CpuInfo | None = None, cpus: int | 
         return f"{profile.threads} threads on {cpus} cores: the device's timing would differ"
     if profile.runtime == "ncnn" and profile.provider == "cpu" and profile.precision == "fp16" and not cpu.fp16_arithmetic:
         return "no fp16 arithmetic on this CPU (asimdhp, avx512_fp16): ncnn runs its fp32 kernels, not the fp16 path"
-    if profile.provider == "vulkan":
+    if profile.provider == "vulkan" and not profile.ssh:  # a board's GPU is its own
         from ..export.ncnn import is_software, vulkan_devices
         devices = vulkan_devices()
         if devices and all(is_software(d) for d in devices):

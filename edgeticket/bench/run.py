@@ -8,10 +8,6 @@ import json
 import math
 import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,9 +22,7 @@ from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from .devices import DeviceProfile, get_device, timing_note
 from .runner import NCNN_PARAM, LatencyStats
-
-RUNNER = Path(__file__).with_name("runner.py")
-
+from .transport import run_local
 
 @dataclass
 class BenchConfig:
@@ -39,6 +33,7 @@ class BenchConfig:
     images: int | None = None   # accuracy on the first N test images (None: all)
     input_shape: tuple[int, ...] | None = None  # for a model whose graph leaves a dimension open
     timeout: float = 1800.0
+    keep: bool = False          # on a board over ssh: leave what was pushed there (the next bench skips it)
 
 
 @dataclass
@@ -77,15 +72,28 @@ class BenchResult:
     test_images: int | None
     data: str | None
     max_abs_diff: float | None      # against torch on seeded images, when the ticket was at hand
-    load_average: dict = field(default_factory=dict)
+    load_average: dict = field(default_factory=dict)  # where it ran, before and after
     timing_meaningful: bool = True
     note: str = ""
     host: dict = field(default_factory=dict)     # the CPU the runtime ran on: model, arch, relevant flags
     profile_path: str = ""          # the TOML the profile came from
     modules: dict = field(default_factory=dict)  # whether torch / edgeticket were loaded in the runner
+    transport: str = "local"        # local | ssh
+    board: dict = field(default_factory=dict)    # over ssh: the probe (CPU, governor, temperature...), what was pushed
 
     def as_dict(self) -> dict:
         return {**asdict(self), "latency": self.latency.as_dict()}
+
+    @property
+    def where(self) -> str:
+        """Where it ran, in words: here, or the board over ssh as its probe found it."""
+        if self.transport != "ssh":
+            return "here"
+        probe = self.board["probe"]
+        heat = probe.get("temperature")
+        return "ssh " + ", ".join(filter(None, [
+            self.board["host"], probe.get("board") or probe.get("cpu"), probe["machine"], f"{probe['cpus']} cores",
+            probe.get("governor") and f"governor {probe['governor']}", heat and f"{heat['celsius']:.0f} C"]))
 
 
 def default_device(path: str | Path) -> str:
@@ -204,38 +212,6 @@ def check_classes(model: str, predicted: int | None, data: str, expected: int) -
                               hint="bench on the dataset the model was trained for (--data NAME), or without --data")
 
 
-def die_with_parent() -> None:
-    """In the runner, before it starts: Linux sends it SIGKILL when the bench process dies, even by kill -9,
-    so no runner outlives its bench. (An exception in the parent, SIGTERM and Ctrl-C included, already
-    kills it through subprocess.run.)"""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def run_runner(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict[str, np.ndarray]]:
-    """Run runner.py on `job` in an isolated interpreter; (its JSON document, the logits it wrote)."""
-    with tempfile.TemporaryDirectory() as work:
-        folder = Path(work)
-        for name, array in inputs.items():
-            np.save(folder / f"{name}.npy", array)
-        (folder / "job.json").write_text(json.dumps({**job, "inputs": {name: f"{name}.npy" for name in inputs}}))
-        try:
-            process = subprocess.run([sys.executable, "-I", str(RUNNER), str(folder / "job.json")],
-                                     capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
-        except subprocess.TimeoutExpired:
-            raise EdgeticketError(f"{job['runtime']} on {Path(job['model']).name} took over {timeout:.0f} s",
-                                  hint="use fewer --runs, --seconds or --images") from None
-        lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-        out = json.loads(lines[-1]) if lines else {}
-        if process.returncode != 0 or "error" in out or not lines:
-            why = out.get("error") or (process.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EdgeticketError(f"{job['runtime']} failed on {Path(job['model']).name}: {why[:400]}",
-                                  hint="check the model's input shape and the profile's provider")
-        return out, {name: np.load(folder / file) for name, file in out["logits"].items()}
-
-
 def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t", config: BenchConfig = BenchConfig(),
                    data: TargetData | None = None,
                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> BenchResult:
@@ -261,9 +237,15 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     job = {"model": str(path.resolve()), "runtime": profile.runtime, "provider": profile.provider,
            "threads": profile.threads, "precision": profile.precision, "input_shape": shape, "runs": config.runs,
            "warmup": config.warmup, "min_seconds": config.seconds}
-    load_before = os.getloadavg()
-    out, logits = run_runner(job, inputs, config.timeout)
-    load_after = os.getloadavg()
+    board = {}
+    if profile.ssh:
+        from .ssh import run_on_board  # paramiko is imported only for a board
+        out, logits, board = run_on_board(profile.ssh, job, inputs, config.timeout, config.keep)
+        load_before = board["probe"]["load_average"]
+    else:
+        load_before = os.getloadavg()
+        out, logits = run_local(job, inputs, config.timeout)
+    load_after = out["machine"]["load_average"]
     metrics = {"accuracy": None, "ece": None, "nll": None, "test_images": None}
     if data is not None:
         scores = torch.from_numpy(logits["test"]).double()
@@ -284,9 +266,10 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
                        size_on_disk(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
                        memory["peak_mb"], memory["runtime_mb"], memory, **metrics, data=data.name if data else None,
-                       max_abs_diff=diff, load_average={"before": list(load_before), "after": list(load_after)},
+                       max_abs_diff=diff, load_average={"before": load_before and list(load_before), "after": load_after},
                        timing_meaningful=timing is None, note="; ".join(filter(None, notes)), host=cpu.as_dict(),
-                       profile_path=profile.path, modules=out["modules"])
+                       profile_path=profile.path, modules=out["modules"], transport="ssh" if profile.ssh else "local",
+                       board=board)
 
 
 def bench_model(path: str | Path, device: str | None = None, data: str | None = None,

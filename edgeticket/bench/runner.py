@@ -210,7 +210,8 @@ def cpuinfo_block() -> str:
 def machine() -> dict:
     return {"arch": platform.machine() or "unknown", "cpuinfo": cpuinfo_block(), "system": platform.platform(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "processor": platform.processor()}
+            "processor": platform.processor(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 # --- the job

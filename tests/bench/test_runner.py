@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from edgeticket.bench import BenchConfig, TargetData, bench_artifact
-from edgeticket.bench.run import RUNNER, bench_model, parse_shape
+from edgeticket.bench.run import bench_model, parse_shape
+from edgeticket.bench.transport import RUNNER
 from edgeticket.cli import app
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError

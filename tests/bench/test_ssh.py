@@ -1,0 +1,294 @@
+"""Bench on a board over ssh, against a real OpenSSH server on 127.0.0.1 whose "board" is a virtualenv with
+only onnxruntime and numpy: the remote bench must equal the local one, keys must be verified, and each way
+it can fail must say so in one line."""
+
+import getpass
+import importlib.metadata
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeticket.bench import BenchConfig, TargetData, bench_artifact
+from edgeticket.bench import ssh as ssh_module
+from edgeticket.bench.all_devices import bench_all_devices
+from edgeticket.bench.devices import read_profile
+from edgeticket.bench.ssh import run_on_board
+from edgeticket.bench.transport import BoardUnreachable, run_local
+from edgeticket.cli import app
+from edgeticket.data import DataConfig, load_dataset
+from edgeticket.errors import EdgeticketError
+from edgeticket.export import export_onnx
+
+from .test_runner import foreign_onnx
+
+SSHD = Path("/usr/sbin/sshd")
+FAST = BenchConfig(runs=5, warmup=1, seconds=0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def board_venv(folder: Path, packages: list[str]) -> Path:
+    """A virtualenv with only `packages` (this machine's versions, so pip takes them from its cache)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    pinned = [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "--quiet",
+                    "--no-deps", "--disable-pip-version-check", *pinned], check=True)
+    return folder / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """sshd on a free 127.0.0.1 port with throwaway host and client keys; yields (port, folder)."""
+    if not SSHD.exists():
+        if os.environ.get("CI"):
+            pytest.fail("openssh-server is not installed: scripts/setup.sh installs it")
+        pytest.skip("openssh-server is not installed (scripts/setup.sh installs it)")
+    folder = tmp_path_factory.mktemp("sshd")
+    keygen(folder / "host_key")
+    client_key = keygen(folder / "client_key")
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    port = free_port()
+    (folder / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}", "StrictModes no", "UsePAM no",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation wants it
+    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"sshd did not start: {server.stderr.read().decode()[-500:]}")
+            time.sleep(0.05)
+    # the known_hosts line exactly as the error's hint says to make it
+    scan = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True, text=True, check=True)
+    (folder / "known_hosts").write_text(scan.stdout)
+    yield port, folder, client_key
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def board_python(tmp_path_factory):
+    return board_venv(tmp_path_factory.mktemp("board"), ["onnxruntime", "numpy"])
+
+
+def write_profile(path: Path, port: int, folder: Path, python: Path | str, workdir: Path, **ssh) -> Path:
+    """A remote profile for the test sshd; `ssh` overrides or adds keys of its [ssh] table (None drops one)."""
+    table = {"host": "127.0.0.1", "port": port, "user": getpass.getuser(), "identity": str(folder / "client_key"),
+             "known_hosts": str(folder / "known_hosts"), "python": str(python), "workdir": str(workdir)}
+    table = {key: value for key, value in {**table, **ssh}.items() if value is not None}
+    path.write_text('runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"\n'
+                    'stands_for = "this machine, over ssh"\n[ssh]\n'
+                    + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items()))
+    return path
+
+
+@pytest.fixture
+def board(sshd, board_python, tmp_path):
+    """A profile for the ssh board, and its workdir (not there yet)."""
+    port, folder, _ = sshd
+    workdir = tmp_path / "board-work" / "edgeticket"
+    return write_profile(tmp_path / "board.toml", port, folder, board_python, workdir), workdir
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(digits_ticket, tmp_path_factory):
+    digits_ticket.provenance.target = "digits"
+    path = tmp_path_factory.mktemp("onnx") / "t.onnx"
+    export_onnx(digits_ticket, path)
+    return path
+
+
+def digits_target() -> TargetData:
+    splits = load_dataset(DataConfig("digits", image_size=28, channels=1))
+    return TargetData(splits.name, splits.test, len(splits.class_names))
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# --- profiles (fast: no server)
+
+def test_an_ssh_table_makes_a_profile_remote(tmp_path):
+    profile = read_profile(write_profile(tmp_path / "pi.toml", 2222, tmp_path, "~/venv/bin/python", Path("/tmp/x")))
+    assert profile.ssh.port == 2222 and profile.ssh.python == "~/venv/bin/python"
+    assert profile.where == f"ssh {getpass.getuser()}@127.0.0.1:2222"
+    assert read_profile(write_profile(tmp_path / "local.toml", 22, tmp_path, "python3", Path("/tmp/x"))).ssh.port == 22
+
+
+@pytest.mark.parametrize("port, ssh, key", [(0, {}, "ssh.port"), (22, {"hots": "x"}, "ssh.hots"),
+                                            (22, {"host": ""}, "ssh.host"), (22, {"user": 3}, "ssh.user")])
+def test_a_bad_ssh_table_names_its_key(tmp_path, port, ssh, key):
+    with pytest.raises(EdgeticketError, match=f"key '{key}'"):
+        read_profile(write_profile(tmp_path / "pi.toml", port, tmp_path, "python3", Path("/tmp/x"), **ssh))
+
+
+def test_an_unreachable_board_is_one_line_with_what_to_check(tmp_path, runner):
+    (tmp_path / "known_hosts").write_text("")
+    profile = write_profile(tmp_path / "pi.toml", free_port(), tmp_path, "python3", tmp_path / "w", identity=None)
+    model = foreign_onnx(tmp_path / "m.onnx")
+    with pytest.raises(BoardUnreachable, match="cannot reach .*127.0.0.1"):
+        bench_artifact(model, read_profile(profile), FAST)
+    result = runner.invoke(app, ["bench", str(model), "--device", str(profile)])
+    assert result.exit_code == 1 and "cannot reach" in result.output and "Traceback" not in result.output
+
+
+def test_without_known_hosts_the_board_is_refused_before_connecting(tmp_path):
+    profile = read_profile(write_profile(tmp_path / "pi.toml", free_port(), tmp_path, "python3", tmp_path / "w",
+                                         identity=None))
+    with pytest.raises(BoardUnreachable, match="cannot be verified") as error:
+        bench_artifact(foreign_onnx(tmp_path / "m.onnx"), profile, FAST)
+    assert "ssh-keyscan -p" in error.value.hint
+
+
+def test_devices_lists_a_remote_profile_with_its_ssh_table(tmp_path, runner, monkeypatch):
+    write_profile(tmp_path / "pi.toml", 2222, tmp_path, "python3", Path("/tmp/x"))
+    monkeypatch.setenv("EDGETICKET_DEVICES", str(tmp_path))
+    listed = json.loads(runner.invoke(app, ["devices", "--json"]).output)
+    pi = next(d for d in listed["devices"] if d["name"] == "pi")
+    assert pi["ssh"]["port"] == 2222 and pi["available"]
+    assert "ssh" in runner.invoke(app, ["devices"], terminal_width=200).output
+
+
+# --- against a real sshd (slow)
+
+@pytest.mark.slow
+def test_a_remote_bench_equals_the_local_one(board, digits_onnx, runner):
+    """Same images, same runtime version: the logits the board sends back are the local runner's, and so are
+    accuracy, ECE and NLL computed from them."""
+    profile, workdir = board
+    target = digits_target()
+    local = bench_artifact(digits_onnx, "ort-cpu-1t", FAST, target)
+    remote = bench_artifact(digits_onnx, read_profile(profile), FAST, target)
+    assert remote.transport == "ssh" and local.transport == "local"
+    assert remote.accuracy == local.accuracy and remote.test_images == local.test_images == len(target.test)
+    assert remote.ece == pytest.approx(local.ece, abs=1e-9) and remote.nll == pytest.approx(local.nll, abs=1e-9)
+    assert remote.runtime_version == local.runtime_version
+    assert remote.board["probe"]["machine"] and remote.board["probe"]["cpus"] >= 1
+    assert not remote.modules["torch"]
+    job = {"model": str(digits_onnx), "runtime": "onnxruntime", "provider": "cpu", "threads": 1, "precision": "fp32",
+           "input_shape": [1, 1, 28, 28], "runs": 1, "warmup": 0, "min_seconds": 0}
+    images = {"test": target.test.images[:50].numpy()}
+    _, here = run_local(job, images, 60)
+    _, there, _ = run_on_board(read_profile(profile).ssh, job, images, 60)
+    np.testing.assert_allclose(there["test"], here["test"], rtol=0, atol=1e-5)
+    # the CLI records it beside the model, with transport and probe, and leaves nothing on the board
+    out = runner.invoke(app, ["bench", str(digits_onnx), "--device", str(profile), "--runs", "3", "--seconds", "0",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(Path(f"{digits_onnx}.board.bench.json").read_text())
+    assert record["transport"] == "ssh" and record["accuracy"] == local.accuracy
+    assert record["board"]["probe"]["python"] and "sha256" not in record["board"]["probe"]
+    assert files_under(workdir) == []
+
+
+@pytest.mark.slow
+def test_keep_leaves_the_files_and_the_next_bench_does_not_send_them_again(board, digits_onnx):
+    profile, workdir = board
+    profile = read_profile(profile)
+    first = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0, keep=True), digits_target())
+    assert len(first.board["pushed"]) == 3 and first.board["already_there"] == []  # runner, model, test images
+    kept = files_under(workdir)
+    assert {Path(p).name for p in kept} >= {"runner.py", "t.onnx", "test.npy", "job.json", "test.logits.npy"}
+    again = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0), digits_target())
+    assert again.board["pushed"] == [] and sorted(again.board["already_there"]) == sorted(first.board["pushed"])
+    assert again.accuracy == first.accuracy
+    assert files_under(workdir) == kept  # without --keep it removes what it pushed (its job), not what was there
+
+
+@pytest.mark.slow
+def test_a_changed_host_key_is_refused_and_nothing_is_pushed(sshd, board_python, digits_onnx, tmp_path):
+    port, folder, _ = sshd
+    impostor = keygen(tmp_path / "other")
+    line = f"[127.0.0.1]:{port} " + " ".join(Path(f"{impostor}.pub").read_text().split()[:2])
+    (tmp_path / "known_hosts").write_text(line + "\n")
+    profile = write_profile(tmp_path / "b.toml", port, folder, board_python, tmp_path / "work",
+                            known_hosts=str(tmp_path / "known_hosts"))
+    with pytest.raises(BoardUnreachable, match="CHANGED") as error:
+        bench_artifact(digits_onnx, read_profile(profile), FAST)
+    assert "ssh-keygen -R" in error.value.hint and not (tmp_path / "work").exists()
+    (tmp_path / "known_hosts").write_text("")
+    with pytest.raises(BoardUnreachable, match=r"is not in .*refused") as error:
+        bench_artifact(digits_onnx, read_profile(profile), FAST)
+    assert f"ssh-keyscan -p {port} 127.0.0.1" in error.value.hint and "SHA256:" in error.value.message
+
+
+@pytest.mark.slow
+def test_a_key_the_board_does_not_know_is_an_auth_failure(sshd, board_python, digits_onnx, tmp_path):
+    port, folder, _ = sshd
+    profile = write_profile(tmp_path / "b.toml", port, folder, board_python, tmp_path / "work",
+                            identity=str(keygen(tmp_path / "stranger")))
+    with pytest.raises(BoardUnreachable, match="refused the login") as error:
+        bench_artifact(digits_onnx, read_profile(profile), FAST)
+    assert "authorized_keys" in error.value.hint
+
+
+@pytest.mark.slow
+def test_a_board_without_the_runtime_names_the_package_to_install(sshd, digits_onnx, tmp_path):
+    port, folder, _ = sshd
+    numpy_only = board_venv(tmp_path / "bare", ["numpy"])
+    profile = write_profile(tmp_path / "b.toml", port, folder, numpy_only, tmp_path / "work")
+    with pytest.raises(EdgeticketError, match="onnxruntime is not installed") as error:
+        bench_artifact(digits_onnx, read_profile(profile), FAST)
+    assert error.value.hint == f"on the board: {numpy_only} -m pip install onnxruntime"
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_python_a_crashing_runner_and_a_full_disk_each_say_so(sshd, board_python, digits_onnx, tmp_path,
+                                                                        monkeypatch):
+    port, folder, _ = sshd
+    work = tmp_path / "work"
+    missing = write_profile(tmp_path / "m.toml", port, folder, "/nonexistent/python3", work)
+    with pytest.raises(EdgeticketError, match="no Python at '/nonexistent/python3'"):
+        bench_artifact(digits_onnx, read_profile(missing), FAST)
+    crashing = tmp_path / "crashing-python"  # probes like Python, then dies as a segfaulting runtime would
+    crashing.write_text(f'#!/bin/sh\n[ "$2" = "-" ] && exec {board_python} "$@"\n'
+                        'echo "Fatal Python error: Segmentation fault" >&2\nexit 139\n')
+    crashing.chmod(0o755)
+    profile = read_profile(write_profile(tmp_path / "c.toml", port, folder, crashing, work))
+    with pytest.raises(EdgeticketError, match="Segmentation fault"):
+        bench_artifact(digits_onnx, profile, FAST)
+    assert files_under(work) == []  # cleaned up after a failure too
+    monkeypatch.setattr(ssh_module, "SPARE_BYTES", 2 ** 62)  # more than any disk has free
+    with pytest.raises(EdgeticketError, match="out of disk"):
+        bench_artifact(digits_onnx, profile, FAST)
+
+
+@pytest.mark.slow
+def test_all_devices_has_a_row_for_each_board_reachable_or_not(sshd, board, digits_ticket, tmp_path, monkeypatch):
+    profile, _ = board
+    (tmp_path / "known_hosts").write_text("")
+    down = write_profile(tmp_path / "down.toml", free_port(), sshd[1], "python3", tmp_path / "w",
+                         known_hosts=str(tmp_path / "known_hosts"))
+    monkeypatch.setattr("edgeticket.bench.all_devices.list_devices", lambda: [read_profile(profile), read_profile(down)])
+    ticket = tmp_path / "t.ticket"
+    digits_ticket.save(ticket)
+    rows = {row.device: row for row in bench_all_devices(ticket, "digits", tmp_path, FAST)}
+    assert rows["board"].status == "ok" and rows["board"].result.transport == "ssh"
+    assert rows["down"].status == "unreachable" and "cannot reach" in rows["down"].reason
