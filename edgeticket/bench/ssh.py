@@ -85,9 +85,9 @@ class Endpoint:
                    tuple(str(Path(path).expanduser()) for path in identities))
 
 
-def connect(target: SshTarget) -> paramiko.SSHClient:
-    """A connection whose host key matched known_hosts and whose login was accepted, or one clear error."""
-    end = Endpoint.of(target)
+def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
+    """A connection to `end` whose host key matched the profile's known_hosts and whose login was accepted, or
+    one clear error."""
     known = Path(target.known_hosts).expanduser()
     keyscan = f"ssh-keyscan -p {end.port} {end.host} >> {known}"
     check = "check the fingerprint it prints against the board's own (ssh-keygen -lf /etc/ssh/ssh_host_*.pub there)"
@@ -281,8 +281,9 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
     """runner.py on `job` on the board: (its JSON, the logits, what the board is and what was pushed)."""
     model = Path(job["model"])
     workdir = on_board(target.workdir)
-    with tempfile.TemporaryDirectory() as work, connect(target) as client:
-        label = Endpoint.of(target).label
+    end = Endpoint.of(target)
+    label = end.label
+    with tempfile.TemporaryDirectory() as work, connect(target, end) as client:
         staged = Path(work)
         push = Push(workdir, posixpath.join(workdir, f"run-{uuid.uuid4().hex[:12]}"))
         runner = push.add([(RUNNER, "runner.py")])[RUNNER]

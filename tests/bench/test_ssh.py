@@ -3,14 +3,8 @@ only onnxruntime and numpy: the remote bench must equal the local one, keys must
 it can fail must say so in one line."""
 
 import getpass
-import importlib.metadata
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,92 +13,34 @@ import pytest
 from edgeticket.bench import BenchConfig, TargetData, bench_artifact
 from edgeticket.bench import ssh as ssh_module
 from edgeticket.bench.all_devices import bench_all_devices
-from edgeticket.bench.devices import read_profile
-from edgeticket.bench.ssh import run_on_board
+from edgeticket.bench.devices import SshTarget, read_profile
+from edgeticket.bench.ssh import Endpoint, run_on_board
 from edgeticket.bench.transport import BoardUnreachable, run_local
 from edgeticket.cli import app
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError
-from edgeticket.export import export_onnx
 
-from .test_runner import foreign_onnx
+from .loopback import SSHD, LoopbackSshd, board_venv, free_port, keygen, write_profile
+from .test_runner import digits_onnx, foreign_onnx  # noqa: F401 (a fixture)
 
-SSHD = Path("/usr/sbin/sshd")
 FAST = BenchConfig(runs=5, warmup=1, seconds=0)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
-
-
-def board_venv(folder: Path, packages: list[str]) -> Path:
-    """A virtualenv with only `packages` (this machine's versions, so pip takes them from its cache)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    pinned = [f"{name}=={importlib.metadata.version(name)}" for name in packages]
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "--quiet",
-                    "--no-deps", "--disable-pip-version-check", *pinned], check=True)
-    return folder / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    """sshd on a free 127.0.0.1 port with throwaway host and client keys; yields (port, folder)."""
+    """(port, folder with its keys and known_hosts, the client key)."""
     if not SSHD.exists():
         if os.environ.get("CI"):
             pytest.fail("openssh-server is not installed: scripts/setup.sh installs it")
         pytest.skip("openssh-server is not installed (scripts/setup.sh installs it)")
-    folder = tmp_path_factory.mktemp("sshd")
-    keygen(folder / "host_key")
-    client_key = keygen(folder / "client_key")
-    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
-    port = free_port()
-    (folder / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
-        f"AuthorizedKeysFile {folder / 'authorized_keys'}", "StrictModes no", "UsePAM no",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation wants it
-    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {server.stderr.read().decode()[-500:]}")
-            time.sleep(0.05)
-    # the known_hosts line exactly as the error's hint says to make it
-    scan = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True, text=True, check=True)
-    (folder / "known_hosts").write_text(scan.stdout)
-    yield port, folder, client_key
-    server.terminate()
-    server.wait(timeout=10)
+    server = LoopbackSshd.start(tmp_path_factory.mktemp("sshd"))
+    yield server.port, server.folder, server.client_key
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def board_python(tmp_path_factory):
     return board_venv(tmp_path_factory.mktemp("board"), ["onnxruntime", "numpy"])
-
-
-def write_profile(path: Path, port: int, folder: Path, python: Path | str, workdir: Path, **ssh) -> Path:
-    """A remote profile for the test sshd; `ssh` overrides or adds keys of its [ssh] table (None drops one)."""
-    table = {"host": "127.0.0.1", "port": port, "user": getpass.getuser(), "identity": str(folder / "client_key"),
-             "known_hosts": str(folder / "known_hosts"), "python": str(python), "workdir": str(workdir)}
-    table = {key: value for key, value in {**table, **ssh}.items() if value is not None}
-    path.write_text('runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"\n'
-                    'stands_for = "this machine, over ssh"\n[ssh]\n'
-                    + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items()))
-    return path
 
 
 @pytest.fixture
@@ -113,14 +49,6 @@ def board(sshd, board_python, tmp_path):
     port, folder, _ = sshd
     workdir = tmp_path / "board-work" / "edgeticket"
     return write_profile(tmp_path / "board.toml", port, folder, board_python, workdir), workdir
-
-
-@pytest.fixture(scope="module")
-def digits_onnx(digits_ticket, tmp_path_factory):
-    digits_ticket.provenance.target = "digits"
-    path = tmp_path_factory.mktemp("onnx") / "t.onnx"
-    export_onnx(digits_ticket, path)
-    return path
 
 
 def digits_target() -> TargetData:
@@ -146,6 +74,27 @@ def test_an_ssh_table_makes_a_profile_remote(tmp_path):
 def test_a_bad_ssh_table_names_its_key(tmp_path, port, ssh, key):
     with pytest.raises(EdgeticketError, match=f"key '{key}'"):
         read_profile(write_profile(tmp_path / "pi.toml", port, tmp_path, "python3", Path("/tmp/x"), **ssh))
+
+
+def test_the_readmes_board_profile_reads(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("# ~/.config/edgeticket/devices/pi5.toml")
+    (tmp_path / "pi5.toml").write_text(readme[start:readme.index("```", start)])
+    pi5 = read_profile(tmp_path / "pi5.toml")
+    assert pi5.ssh == SshTarget("pi5.local", 22, "pi", "~/.ssh/id_ed25519", "~/.ssh/known_hosts", "python3",
+                                "/tmp/edgeticket")
+
+
+def test_ssh_config_fills_in_what_the_profile_leaves_out(tmp_path):
+    """A profile may name a Host of ~/.ssh/config: its HostName, Port, User and IdentityFile apply, and the
+    profile's own keys win."""
+    config = tmp_path / "config"
+    config.write_text("Host pi5\n  HostName 10.0.0.5\n  Port 2200\n  User pi\n  IdentityFile ~/.ssh/pi_key\n")
+    end = Endpoint.of(SshTarget("pi5"), config)
+    assert (end.host, end.port, end.user) == ("10.0.0.5", 2200, "pi")
+    assert end.identities == (str(Path("~/.ssh/pi_key").expanduser()),)
+    assert Endpoint.of(SshTarget("pi5", port=22, user="me", identity="/k"), config) == Endpoint("10.0.0.5", 22, "me", ("/k",))
+    assert Endpoint.of(SshTarget("other"), config) == Endpoint("other", 22, getpass.getuser(), ())
 
 
 def test_an_unreachable_board_is_one_line_with_what_to_check(tmp_path, runner):
