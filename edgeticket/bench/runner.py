@@ -7,7 +7,8 @@ so in `modules`.) The host runs it as `python -I runner.py JOB.json` and reads o
 it computes accuracy, ECE and NLL from the logits, so none of that code is needed here.
 
 The job (paths relative to the job file): {"model", "runtime", "provider", "threads", "precision",
-"input_shape", "runs", "warmup", "min_seconds", "inputs": {NAME: FILE.npy}}. Each input is a batch [N, C, H, W]
+"input_shape", "runs", "warmup", "min_seconds", "inputs": {NAME: FILE.npy}, "stop_when_stdin_closes"}
+(optional, for ssh). Each input is a batch [N, C, H, W]
 of uint8 pixels (scaled to [0, 1] here, as edgeticket's data loader does) or float32 pixels in [0, 1]; its
 logits go to NAME.logits.npy beside the job, one image at a time.
 
@@ -26,6 +27,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,7 +225,19 @@ def as_input(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[None], dtype=np.float32)
 
 
+def stop_when_stdin_closes() -> None:
+    """Over ssh the host holds the runner's stdin open. When the bench ends early (a timeout, Ctrl-C, kill -9
+    of the host's process) the connection closes, stdin reaches EOF, and the runner stops, rather than run on
+    unseen on the board and skew the next bench."""
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        os._exit(3)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run(job: dict, folder: Path) -> dict:
+    if job.get("stop_when_stdin_closes"):
+        stop_when_stdin_closes()
     inputs = {name: np.load(folder / file) for name, file in job.get("inputs", {}).items()}  # before memory is measured
     baseline, startup_peak = status_mb("VmRSS"), status_mb("VmHWM")
     resets = baseline is not None and reset_peak()

@@ -136,12 +136,14 @@ def on_board(path: str) -> str:
     return "." if path == "~" else path[2:] if path.startswith("~/") else path
 
 
-def execute(client: paramiko.SSHClient, argv: list[str], timeout: float, stdin: bytes = b"") -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `argv` on the board, each argument quoted for its shell."""
+def execute(client: paramiko.SSHClient, argv: list[str], timeout: float, stdin: bytes | None = b"") -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `argv` on the board, each argument quoted for its shell. `stdin` is
+    sent and closed; None holds it open until the command ends (the runner stops when it closes)."""
     try:
         send, out, err = client.exec_command(shlex.join(argv), timeout=timeout)
-        send.write(stdin)
-        send.channel.shutdown_write()
+        if stdin is not None:
+            send.write(stdin)
+            send.channel.shutdown_write()
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         return out.channel.recv_exit_status(), stdout, stderr
     except socket.timeout:
@@ -296,14 +298,15 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
             remote_inputs[name] = push.add([(staged / f"{name}.npy", f"{name}.npy")])[staged / f"{name}.npy"]
         run_dir = push.run_dir
         job_file = staged / "job.json"
-        job_file.write_text(json.dumps({**job, "model": posixpath.relpath(remote_model, run_dir),
+        job_file.write_text(json.dumps({**job, "stop_when_stdin_closes": True,
+                                        "model": posixpath.relpath(remote_model, run_dir),
                                         "inputs": {name: posixpath.relpath(path, run_dir)
                                                    for name, path in remote_inputs.items()}}))
         push.files[job_file], push.hashes[job_file] = posixpath.join(run_dir, "job.json"), ""  # always sent
         board = probe(client, target, label, job["runtime"], sorted(set(push.files.values())))
         with pushed(client, push, board, label, keep) as (sftp, sent):
             status, stdout, stderr = execute(client, [on_board(target.python), "-I", runner, push.files[job_file]],
-                                             timeout)
+                                             timeout, stdin=None)
             out = runner_output(status, stdout, stderr, job, where=f" on {label}")
             logits = {}
             for name, file in out["logits"].items():

@@ -5,6 +5,9 @@ it can fail must say so in one line."""
 import getpass
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +244,38 @@ def test_all_devices_has_a_row_for_each_board_reachable_or_not(sshd, board, digi
     rows = {row.device: row for row in bench_all_devices(ticket, "digits", tmp_path, FAST)}
     assert rows["board"].status == "ok" and rows["board"].result.transport == "ssh"
     assert rows["down"].status == "unreachable" and "cannot reach" in rows["down"].reason
+
+
+def board_runners(workdir: Path) -> list[int]:
+    """Processes running runner.py from `workdir` (the loopback board is this machine)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        arguments = command.split(b"\0")
+        if any(a.startswith(str(workdir).encode()) and a.endswith(b"/runner.py") for a in arguments):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_the_boards_runner_stops_when_the_bench_is_killed(board, digits_onnx):
+    """kill -9 of the host's bench closes the connection; the runner on the board must not run on."""
+    profile, workdir = board
+    code = ("from edgeticket.bench.run import BenchConfig, bench_model\n"
+            f"bench_model({str(digits_onnx)!r}, {str(profile)!r}, config=BenchConfig(runs=1, warmup=0, seconds=600))")
+    bench = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 120
+        while not (runners := board_runners(workdir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runners, "the runner never started on the board"
+    finally:
+        bench.kill()
+        bench.wait()
+    deadline = time.monotonic() + 15
+    while board_runners(workdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert board_runners(workdir) == []
