@@ -66,7 +66,7 @@ def bench_rows(title: str, results: list) -> None:
 
 def device_rows(title: str, rows: list) -> None:
     """The `yolo benchmark` style table: one row per device profile, with a status."""
-    colour = {"ok": "green", "not available here": "yellow"}
+    colour = {"ok": "green", "not available here": "yellow", "unreachable": "yellow"}
     rows_table(title, BENCH_HEADER,
                [[r.device, Text(r.status, style=colour.get(r.status, "red")),
                  *(_bench_cells(r.result) if r.result else ["-"] * 10), r.reason] for r in rows])

@@ -95,7 +95,8 @@ class DeviceBench:
         if limit is not None and not result.max_abs_diff <= limit:
             return DeviceRow(profile.name, profile.stands_for, "accuracy check failed",
                              f"max |{profile.runtime} - torch| = {result.max_abs_diff:.2e} > {limit:.0e}", result)
-        note = "; ".join(filter(None, [self.export_notes.get((profile.format, profile.int8)), result.note,
+        note = "; ".join(filter(None, [result.where if result.transport == "ssh" else None,
+                                       self.export_notes.get((profile.format, profile.int8)), result.note,
                                        None if self.splits else "no target data: latency only (pass --data NAME)"]))
         return DeviceRow(profile.name, profile.stands_for, "ok", note, result)
 

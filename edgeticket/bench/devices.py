@@ -35,7 +35,7 @@ class SshTarget:
     identity: str = ""        # a private key file; else ~/.ssh/config's IdentityFile, the agent and default keys
     known_hosts: str = "~/.ssh/known_hosts"  # the board's host key must be here: never accepted blindly
     python: str = "python3"   # the board's interpreter, with numpy and the runtime installed
-    workdir: str = "/tmp/edgeticket"  # where the runner, model and inputs are pushed (~/ is the home folder)
+    workdir: str = "~/.cache/edgeticket"  # where the runner, model and inputs go (~/: the board's home); yours alone
 
     @property
     def label(self) -> str:
@@ -134,6 +134,8 @@ def _ssh_problem(table: object) -> tuple[str, str] | None:
         return f"ssh.{unknown[0]}", f"unknown key (keys: {', '.join(SSH_KEYS)})"
     if not table.get("host") or not isinstance(table["host"], str):
         return "ssh.host", "missing: the board's name or address"
+    if table["host"].startswith("-") or any(c.isspace() or c in "@/" for c in table["host"]):
+        return "ssh.host", f"{table['host']!r} is not a host name or address (the user goes in ssh.user)"
     if "port" in table and not (_positive_int(table["port"]) and table["port"] <= 65535):
         return "ssh.port", f"must be a port number, 1 to 65535, not {table['port']!r}"
     for key in ("user", "identity", "known_hosts", "python", "workdir"):

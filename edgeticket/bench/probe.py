@@ -7,7 +7,6 @@ its Python, numpy and the runtime's version (null where missing; the runtime is 
 space where files go, and the sha256 of the files the host asked about, so it pushes only what is not there."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -54,6 +53,7 @@ def temperature_c():
 
 def version(distributions, module):
     """The module's version from its pip distributions; None when the module is not importable."""
+    import importlib.util  # here, not above: Python 2 has no importlib.util, and must still hear it is too old
     if importlib.util.find_spec(module) is None:
         return None
     for name in distributions:
@@ -93,7 +93,7 @@ def probe(request):
             "temperature": temperature_c(), "load_average": list(loads) if loads else None,
             "numpy": version(["numpy"], "numpy"),
             "runtime_version": version(request["distributions"], request["module"]),
-            "free_bytes": free_bytes(request["workdir"]),
+            "free_bytes": free_bytes(request["workdir"]), "uid": os.getuid() if hasattr(os, "getuid") else None,
             "sha256": dict((path, sha256(path)) for path in request["files"])}
 
 

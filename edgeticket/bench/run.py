@@ -20,9 +20,10 @@ from ..export import artifact_metadata
 from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
-from .devices import DeviceProfile, get_device, timing_note
+from .devices import DeviceProfile, announce, get_device, timing_note
 from .runner import NCNN_PARAM, LatencyStats
 from .transport import run_local
+
 
 @dataclass
 class BenchConfig:
@@ -243,6 +244,8 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
         out, logits, board = run_on_board(profile.ssh, job, inputs, config.timeout, config.keep)
         load_before = board["probe"]["load_average"]
     else:
+        if config.keep:
+            announce("keep", "--keep applies to a board over ssh; nothing is pushed for a local profile")
         load_before = os.getloadavg()
         out, logits = run_local(job, inputs, config.timeout)
     load_after = out["machine"]["load_average"]

@@ -229,8 +229,9 @@ def stop_when_stdin_closes() -> None:
     """Over ssh the host holds the runner's stdin open. When the bench ends early (a timeout, Ctrl-C, kill -9
     of the host's process) the connection closes, stdin reaches EOF, and the runner stops, rather than run on
     unseen on the board and skew the next bench."""
-    def watch() -> None:
-        sys.stdin.buffer.read()
+    def watch() -> None:  # the raw fd: a daemon thread blocked in sys.stdin's reader aborts interpreter shutdown
+        while os.read(0, 65536):
+            pass
         os._exit(3)
     threading.Thread(target=watch, daemon=True).start()
 

@@ -21,6 +21,7 @@ import json
 import posixpath
 import shlex
 import socket
+import stat
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from ..errors import EdgeticketError
 from ..fileio import sha256_file
 from .devices import SshTarget
 from .runner import RUNTIMES
-from .transport import RUNNER, BoardUnreachable, runner_output
+from .transport import RUNNER, BoardUnreachable, last_json, runner_output, write_job
 
 PROBE = Path(__file__).with_name("probe.py")
 CONNECT_SECONDS = 15
@@ -75,21 +76,28 @@ class Endpoint:
     def label(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
+    @property
+    def known_hosts_name(self) -> str:
+        """The host as known_hosts (and ssh-keygen -R) names it."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
     @classmethod
     def of(cls, target: SshTarget, config: Path = Path("~/.ssh/config")) -> "Endpoint":
+        """The profile's host, port, user and identity, each filled in from ~/.ssh/config where left out. A
+        profile's identity must exist; ~/.ssh/config's IdentityFiles are tried where they do (as ssh does)."""
         config = config.expanduser()
         entry = paramiko.SSHConfig.from_path(str(config)).lookup(target.host) if config.is_file() else {}
-        identities = [target.identity] if target.identity else entry.get("identityfile", [])
+        identities = [Path(target.identity).expanduser()] if target.identity else [
+            path for path in (Path(p).expanduser() for p in entry.get("identityfile", [])) if path.is_file()]
         return cls(entry.get("hostname", target.host), target.port or int(entry.get("port", 22)),
-                   target.user or entry.get("user") or getpass.getuser(),
-                   tuple(str(Path(path).expanduser()) for path in identities))
+                   target.user or entry.get("user") or getpass.getuser(), tuple(map(str, identities)))
 
 
 def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
     """A connection to `end` whose host key matched the profile's known_hosts and whose login was accepted, or
     one clear error."""
     known = Path(target.known_hosts).expanduser()
-    keyscan = f"ssh-keyscan -p {end.port} {end.host} >> {known}"
+    keyscan = f"ssh-keyscan -p {end.port} {shlex.quote(end.host)} >> {shlex.quote(str(known))}"
     check = "check the fingerprint it prints against the board's own (ssh-keygen -lf /etc/ssh/ssh_host_*.pub there)"
     if not known.is_file():
         raise BoardUnreachable(f"{known} does not exist, so {end.label}'s host key cannot be verified: refused",
@@ -106,29 +114,35 @@ def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
         client.connect(end.host, end.port, username=end.user, key_filename=list(end.identities) or None,
                        look_for_keys=not end.identities, timeout=CONNECT_SECONDS, banner_timeout=CONNECT_SECONDS,
                        auth_timeout=CONNECT_SECONDS)
+        return client
     except UnknownHostKey as error:
-        client.close()
-        raise BoardUnreachable(f"{end.label}'s host key ({fingerprint(error.key)}) is not in {known}: refused",
-                               hint=f"run {keyscan}, and {check}") from None
+        refusal = BoardUnreachable(f"{end.label}'s host key ({fingerprint(error.key)}) is not in {known}: refused",
+                                   hint=f"run {keyscan}, and {check}")
     except paramiko.BadHostKeyException as error:
-        client.close()
-        raise BoardUnreachable(
+        refusal = BoardUnreachable(
             f"{end.label}'s host key has CHANGED ({fingerprint(error.key)}, known_hosts has "
             f"{fingerprint(error.expected_key)}): refused",
-            hint=f"if the board was reinstalled, check its new key, then: ssh-keygen -R '[{end.host}]:{end.port}' "
-                 f"-f {known} && {keyscan}; otherwise someone may be in between") from None
+            hint=f"if the board was reinstalled, check its new key, then: ssh-keygen -R "
+                 f"{shlex.quote(end.known_hosts_name)} -f {shlex.quote(str(known))} && {keyscan}; otherwise "
+                 "someone may be in between")
+    except paramiko.PasswordRequiredException:
+        refusal = BoardUnreachable(f"the ssh key for {end.label} is encrypted, and edgeticket asks no passphrase",
+                                   hint="add it to your ssh agent (ssh-add KEY): the agent's keys are used")
     except paramiko.AuthenticationException as error:
-        client.close()
-        raise BoardUnreachable(f"{end.label} refused the login ({error})",
-                               hint="check [ssh] user and identity; your public key belongs in the board's "
-                                    "~/.ssh/authorized_keys (ssh-copy-id)") from None
+        refusal = BoardUnreachable(f"{end.label} refused the login ({error})",
+                                   hint="check [ssh] user and identity; your public key belongs in the board's "
+                                        "~/.ssh/authorized_keys (ssh-copy-id)")
     except (OSError, paramiko.SSHException, EOFError) as error:
-        client.close()
-        why = " ".join(str(error).split()) or type(error).__name__
-        raise BoardUnreachable(f"cannot reach {end.label}: {why}",
-                               hint=f"is the board on, and sshd listening on port {end.port}? "
-                                    f"try: ssh -p {end.port} {end.user}@{end.host}") from None
-    return client
+        if "no authentication methods" in str(error).lower():
+            refusal = BoardUnreachable(f"no ssh key to log in to {end.label} with (no [ssh] identity, no agent, "
+                                       "no ~/.ssh/id_*)", hint="set [ssh] identity to your private key, or ssh-add it")
+        else:
+            why = " ".join(str(error).split()) or type(error).__name__
+            refusal = BoardUnreachable(f"cannot reach {end.label}: {why}",
+                                       hint=f"is the board on, and sshd listening on port {end.port}? try: ssh -p "
+                                            f"{end.port} {shlex.quote(f'{end.user}@{end.host}')}")
+    client.close()
+    raise refusal
 
 
 def on_board(path: str) -> str:
@@ -137,27 +151,33 @@ def on_board(path: str) -> str:
 
 
 def execute(client: paramiko.SSHClient, argv: list[str], timeout: float, stdin: bytes | None = b"") -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `argv` on the board, each argument quoted for its shell. `stdin` is
-    sent and closed; None holds it open until the command ends (the runner stops when it closes)."""
+    """(exit status, stdout, stderr) of `argv` on the board, each argument quoted for its (POSIX) shell.
+    `stdin` is sent and closed; None holds it open until the command ends, and closing the channel on the way
+    out (a timeout, Ctrl-C) is what stops the runner."""
+    channel = None
     try:
         send, out, err = client.exec_command(shlex.join(argv), timeout=timeout)
+        channel = out.channel
         if stdin is not None:
             send.write(stdin)
-            send.channel.shutdown_write()
+            channel.shutdown_write()
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        return out.channel.recv_exit_status(), stdout, stderr
+        return channel.recv_exit_status(), stdout, stderr
     except socket.timeout:
-        raise EdgeticketError(f"{argv[0]} on the board gave no answer for {timeout:.0f} s",
-                              hint="use fewer --runs, --seconds or --images, or check the board") from None
+        raise EdgeticketError(f"{argv[2] if len(argv) > 2 else argv[0]} on the board gave no answer for "
+                              f"{timeout:.0f} s", hint="use fewer --runs, --seconds or --images, or check the board") from None
     except (paramiko.SSHException, OSError, EOFError) as error:
         raise BoardUnreachable(f"the connection to the board broke: {error}",
                                hint="is the board still on the network?") from None
+    finally:
+        if channel is not None:
+            channel.close()
 
 
 @dataclass
 class Push:
-    """The files one bench needs on the board, each at a path named by its content, and the bench's own
-    folder (its job and logits), removed whole afterwards."""
+    """The files one bench needs on the board, each in a folder of `workdir` named by its content (kept with
+    --keep), and the bench's own folder for its job and logits (always removed)."""
     workdir: str
     run_dir: str
     files: dict[Path, str] = field(default_factory=dict)  # local -> remote
@@ -182,19 +202,17 @@ def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: st
     _, module, distributions = RUNTIMES[runtime]
     request = {"module": module, "distributions": list(distributions), "workdir": on_board(target.workdir),
                "files": files}
-    python = on_board(target.python)
-    status, stdout, stderr = execute(client, [python, "-I", "-", json.dumps(request)], PROBE_SECONDS,
-                                     PROBE.read_bytes())
+    status, stdout, stderr = execute(client, [on_board(target.python), "-I", "-", json.dumps(request)],
+                                     PROBE_SECONDS, PROBE.read_bytes())
     where = f"for {target.python} on {label}"
-    interpreter_hint = f"install Python 3.8 or newer there, or set [ssh] python to its path (e.g. ~/venv/bin/python)"
+    interpreter_hint = "install Python 3.8 or newer there, or set [ssh] python to its path (e.g. ~/venv/bin/python)"
     if status in (126, 127):
         raise EdgeticketError(f"no Python at '{target.python}' on {label}: {stderr.strip()[-200:]}",
                               hint=interpreter_hint)
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    if status != 0 or not lines:
+    board = last_json(stdout)
+    if status != 0 or board is None:
         tail = " | ".join(stderr.strip().splitlines()[-3:]) or f"exit status {status}"
         raise EdgeticketError(f"probing {label} with {target.python} failed: {tail[:400]}", hint=interpreter_hint)
-    board = json.loads(lines[-1])
     if board.get("error") == "too old":
         raise EdgeticketError(f"Python {board['python']} {where} is too old: the runner needs 3.8 or newer",
                               hint=interpreter_hint)
@@ -209,10 +227,10 @@ def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: st
 
 
 @contextmanager
-def pushed(client: paramiko.SSHClient, push: Push, board: dict, label: str,
+def pushed(client: paramiko.SSHClient, push: Push, job_file: Path, board: dict, label: str,
            keep: bool) -> Iterator[tuple[paramiko.SFTPClient, list[Path]]]:
-    """Copy what the board lacks (yield the SFTP session and what was sent); afterwards remove it, the bench's
-    folder and the folders made for them, unless `keep`."""
+    """Copy what the board lacks, then the job (yield the SFTP session and what was sent). Afterwards the
+    bench's folder goes, and unless `keep` what was sent and the folders made for it."""
     send = push.missing(board["sha256"])
     need = sum(local.stat().st_size for local in send) + SPARE_BYTES
     if board["free_bytes"] < need:
@@ -223,26 +241,27 @@ def pushed(client: paramiko.SSHClient, push: Push, board: dict, label: str,
     made: list[str] = []
     copied: list[str] = []
     try:
+        make_folders(sftp, push.workdir, made, label)
+        check_private(sftp, push.workdir, board.get("uid"), label)
         with progress_bar() as bar:
             task = bar.add_task(f"push to {label}", total=len(send), status="")
             for local in send:
                 remote = push.files[local]
-                made += make_folders(sftp, posixpath.dirname(remote))
+                make_folders(sftp, posixpath.dirname(remote), made, label)
                 bar.update(task, status=f"{posixpath.basename(remote)} ({local.stat().st_size / 2 ** 20:.1f} MB)")
                 copied.append(remote)
-                try:
-                    sftp.put(str(local), remote)
-                except OSError as error:
-                    raise EdgeticketError(f"copying {local.name} to {label}:{remote} failed: {error}",
-                                          hint=f"is {push.workdir} writable there, with free space?") from None
+                put(sftp, local, remote, label, push.workdir)
                 bar.advance(task)
+        make_folders(sftp, push.run_dir, made, label)
+        put(sftp, job_file, posixpath.join(push.run_dir, job_file.name), label, push.workdir)
         yield sftp, send
     finally:
+        for name in listing(sftp, push.run_dir):
+            quietly(sftp.remove, posixpath.join(push.run_dir, name))
+        quietly(sftp.rmdir, push.run_dir)
         if keep:
-            info(f"kept on {label}: {push.workdir}")
+            info(f"kept on {label}: {push.workdir} (the next bench sends only what changed)")
         else:
-            for name in listing(sftp, push.run_dir):
-                quietly(sftp.remove, posixpath.join(push.run_dir, name))
             for path in reversed(copied):
                 quietly(sftp.remove, path)
             for folder in reversed(made):
@@ -250,17 +269,43 @@ def pushed(client: paramiko.SSHClient, push: Push, board: dict, label: str,
         sftp.close()
 
 
-def make_folders(sftp: paramiko.SFTPClient, folder: str) -> list[str]:
-    """mkdir -p over SFTP; the folders it made, parents first."""
-    made, path = [], "/" if folder.startswith("/") else ""
+def put(sftp: paramiko.SFTPClient, local: Path, remote: str, label: str, workdir: str) -> None:
+    try:
+        sftp.put(str(local), remote)
+    except OSError as error:
+        raise EdgeticketError(f"copying {local.name} to {label}:{remote} failed: {error or type(error).__name__}",
+                              hint=f"is {workdir} writable there, with free space (df -h)?") from None
+
+
+def make_folders(sftp: paramiko.SFTPClient, folder: str, made: list[str], label: str) -> None:
+    """mkdir -p over SFTP, private to the user (0700); each folder made is added to `made` as it is made, so
+    a failure half-way still leaves clean-up the full list."""
+    path = "/" if folder.startswith("/") else ""
     for part in [p for p in folder.split("/") if p]:
         path = posixpath.join(path, part)
         try:
             sftp.stat(path)
+            continue
         except OSError:
-            sftp.mkdir(path)
-            made.append(path)
-    return made
+            pass
+        try:
+            sftp.mkdir(path, mode=0o700)
+        except OSError as error:
+            raise EdgeticketError(f"cannot make {path} on {label}: {error or type(error).__name__}",
+                                  hint="set [ssh] workdir to a folder you can write there") from None
+        made.append(path)
+
+
+def check_private(sftp: paramiko.SFTPClient, folder: str, uid: int | None, label: str) -> None:
+    """Files that are already there are run without being sent again, so the folder they are in must be the
+    user's alone: not a link, not someone else's, writable by no one else."""
+    status = sftp.lstat(folder)
+    problem = ("a symbolic link" if stat.S_ISLNK(status.st_mode) else
+               "owned by another user" if uid is not None and status.st_uid != uid else
+               "writable by other users" if status.st_mode & 0o022 else None)
+    if problem:
+        raise EdgeticketError(f"{label}:{folder} is {problem}: a file in it could be swapped before it runs",
+                              hint="set [ssh] workdir to a folder of your own (the default is ~/.cache/edgeticket)")
 
 
 def listing(sftp: paramiko.SFTPClient, folder: str) -> list[str]:
@@ -284,7 +329,6 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
     model = Path(job["model"])
     workdir = on_board(target.workdir)
     end = Endpoint.of(target)
-    label = end.label
     with tempfile.TemporaryDirectory() as work, connect(target, end) as client:
         staged = Path(work)
         push = Push(workdir, posixpath.join(workdir, f"run-{uuid.uuid4().hex[:12]}"))
@@ -296,25 +340,30 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
         for name, array in inputs.items():
             np.save(staged / f"{name}.npy", array)
             remote_inputs[name] = push.add([(staged / f"{name}.npy", f"{name}.npy")])[staged / f"{name}.npy"]
-        run_dir = push.run_dir
-        job_file = staged / "job.json"
-        job_file.write_text(json.dumps({**job, "stop_when_stdin_closes": True,
-                                        "model": posixpath.relpath(remote_model, run_dir),
-                                        "inputs": {name: posixpath.relpath(path, run_dir)
-                                                   for name, path in remote_inputs.items()}}))
-        push.files[job_file], push.hashes[job_file] = posixpath.join(run_dir, "job.json"), ""  # always sent
-        board = probe(client, target, label, job["runtime"], sorted(set(push.files.values())))
-        with pushed(client, push, board, label, keep) as (sftp, sent):
-            status, stdout, stderr = execute(client, [on_board(target.python), "-I", runner, push.files[job_file]],
-                                             timeout, stdin=None)
-            out = runner_output(status, stdout, stderr, job, where=f" on {label}")
-            logits = {}
-            for name, file in out["logits"].items():
-                sftp.get(posixpath.join(run_dir, file), str(staged / file))
-                logits[name] = np.load(staged / file)
-        record = {"host": label, "workdir": target.workdir, "kept": keep,
-                  "pushed": sorted(posixpath.relpath(push.files[p], workdir) for p in sent if p != job_file),
+        job_file = write_job(staged, {**job, "stop_when_stdin_closes": True},
+                             posixpath.relpath(remote_model, push.run_dir),
+                             {name: posixpath.relpath(path, push.run_dir) for name, path in remote_inputs.items()})
+        board = probe(client, target, end.label, job["runtime"], sorted(push.files.values()))
+        with pushed(client, push, job_file, board, end.label, keep) as (sftp, sent):
+            status, stdout, stderr = execute(client, [on_board(target.python), "-I", runner,
+                                                      posixpath.join(push.run_dir, job_file.name)], timeout, stdin=None)
+            out = runner_output(status, stdout, stderr, job, where=f" on {end.label}")
+            logits = {name: fetch(sftp, push.run_dir, file, staged, end.label) for name, file in out["logits"].items()}
+        record = {"host": end.label, "workdir": target.workdir, "kept": keep,
+                  "pushed": sorted(posixpath.relpath(push.files[p], workdir) for p in sent),
                   "already_there": sorted(posixpath.relpath(push.files[p], workdir)
                                           for p in push.files if p not in sent),
                   "probe": {key: value for key, value in board.items() if key != "sha256"}}
         return out, logits, record
+
+
+def fetch(sftp: paramiko.SFTPClient, run_dir: str, name: str, staged: Path, label: str) -> np.ndarray:
+    """One logits file the runner wrote, by the plain name it gave (never a path out of the staging folder)."""
+    if posixpath.basename(name) != name or name.startswith("."):
+        raise EdgeticketError(f"the runner on {label} named a logits file {name!r}", hint="is the board's runner edgeticket's?")
+    try:
+        sftp.get(posixpath.join(run_dir, name), str(staged / name))
+    except OSError as error:
+        raise EdgeticketError(f"fetching {name} from {label} failed: {error or type(error).__name__}",
+                              hint="is the board's disk full?") from None
+    return np.load(staged / name, allow_pickle=False)

@@ -22,23 +22,27 @@ class BoardUnreachable(EdgeticketError):
     the login. `--all-devices` shows it as the profile's row."""
 
 
-def write_job(folder: Path, job: dict, inputs: dict[str, np.ndarray], model: str) -> Path:
-    """The job file and its inputs (NAME.npy) in `folder`; `model` as the runner will find it from there."""
-    for name, array in inputs.items():
-        np.save(folder / f"{name}.npy", array)
+def write_job(folder: Path, job: dict, model: str, inputs: dict[str, str]) -> Path:
+    """`folder`/job.json: `job` with its model and inputs (NAME -> FILE.npy) as the runner will find them from
+    there."""
     path = folder / "job.json"
-    path.write_text(json.dumps({**job, "model": model, "inputs": {name: f"{name}.npy" for name in inputs}}))
+    path.write_text(json.dumps({**job, "model": model, "inputs": inputs}))
     return path
+
+
+def last_json(stdout: str) -> dict | None:
+    """The JSON document a runner or probe printed last (a runtime may print its own lines before it)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
 
 
 def runner_output(returncode: int, stdout: str, stderr: str, job: dict, where: str = "") -> dict:
     """The runner's JSON document, or its error on one line: the runtime's own message, or its stderr's tail
     when it died before it could say."""
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    out = json.loads(lines[-1]) if lines else {}
-    if returncode != 0 or "error" in out or not lines:
+    out = last_json(stdout)
+    if returncode != 0 or out is None or "error" in out:
         tail = " | ".join(stderr.strip().splitlines()[-3:]) or f"no output (exit status {returncode})"
-        why = out.get("error") or tail
+        why = (out or {}).get("error") or tail
         raise EdgeticketError(f"{job['runtime']} failed on {Path(job['model']).name}{where}: {why[:400]}",
                               hint="check the model's input shape and the profile's provider")
     return out
@@ -58,7 +62,10 @@ def run_local(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple
     """Run runner.py on `job` (its model a local path) in an isolated interpreter; (its JSON, the logits)."""
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
-        job_file = write_job(folder, job, inputs, str(Path(job["model"]).resolve()))
+        for name, array in inputs.items():
+            np.save(folder / f"{name}.npy", array)
+        job_file = write_job(folder, job, str(Path(job["model"]).resolve()),
+                             {name: f"{name}.npy" for name in inputs})
         try:
             process = subprocess.run([sys.executable, "-I", str(RUNNER), str(job_file)],
                                      capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)

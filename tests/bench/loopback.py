@@ -64,8 +64,10 @@ class LoopbackSshd:
             "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation wants it
+        log = open(folder / "sshd.log", "wb")  # a file, not a pipe nobody reads: sshd never blocks on it
         process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -74,7 +76,7 @@ class LoopbackSshd:
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     process.kill()
-                    raise RuntimeError(f"sshd did not start: {process.stderr.read().decode()[-500:]}") from None
+                    raise RuntimeError(f"sshd did not start: {(folder / 'sshd.log').read_text()[-500:]}") from None
                 time.sleep(0.05)
         scan = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True, text=True,
                               check=True)

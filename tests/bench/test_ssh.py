@@ -16,7 +16,7 @@ import pytest
 from edgeticket.bench import BenchConfig, TargetData, bench_artifact
 from edgeticket.bench import ssh as ssh_module
 from edgeticket.bench.all_devices import bench_all_devices
-from edgeticket.bench.devices import SshTarget, read_profile
+from edgeticket.bench.devices import SshTarget, get_device, read_profile
 from edgeticket.bench.ssh import Endpoint, run_on_board
 from edgeticket.bench.transport import BoardUnreachable, run_local
 from edgeticket.cli import app
@@ -69,11 +69,12 @@ def test_an_ssh_table_makes_a_profile_remote(tmp_path):
     profile = read_profile(write_profile(tmp_path / "pi.toml", 2222, tmp_path, "~/venv/bin/python", Path("/tmp/x")))
     assert profile.ssh.port == 2222 and profile.ssh.python == "~/venv/bin/python"
     assert profile.where == f"ssh {getpass.getuser()}@127.0.0.1:2222"
-    assert read_profile(write_profile(tmp_path / "local.toml", 22, tmp_path, "python3", Path("/tmp/x"))).ssh.port == 22
+    assert get_device("ort-cpu-1t").ssh is None and get_device("ort-cpu-1t").where == "here"
 
 
 @pytest.mark.parametrize("port, ssh, key", [(0, {}, "ssh.port"), (22, {"hots": "x"}, "ssh.hots"),
-                                            (22, {"host": ""}, "ssh.host"), (22, {"user": 3}, "ssh.user")])
+                                            (22, {"host": ""}, "ssh.host"),
+                                            (22, {"host": "pi@pi5"}, "ssh.host"), (22, {"host": "-oProxyCommand=x"}, "ssh.host"), (22, {"user": 3}, "ssh.user")])
 def test_a_bad_ssh_table_names_its_key(tmp_path, port, ssh, key):
     with pytest.raises(EdgeticketError, match=f"key '{key}'"):
         read_profile(write_profile(tmp_path / "pi.toml", port, tmp_path, "python3", Path("/tmp/x"), **ssh))
@@ -85,17 +86,19 @@ def test_the_readmes_board_profile_reads(tmp_path):
     (tmp_path / "pi5.toml").write_text(readme[start:readme.index("```", start)])
     pi5 = read_profile(tmp_path / "pi5.toml")
     assert pi5.ssh == SshTarget("pi5.local", 22, "pi", "~/.ssh/id_ed25519", "~/.ssh/known_hosts", "python3",
-                                "/tmp/edgeticket")
+                                "~/.cache/edgeticket")
 
 
 def test_ssh_config_fills_in_what_the_profile_leaves_out(tmp_path):
     """A profile may name a Host of ~/.ssh/config: its HostName, Port, User and IdentityFile apply, and the
     profile's own keys win."""
     config = tmp_path / "config"
-    config.write_text("Host pi5\n  HostName 10.0.0.5\n  Port 2200\n  User pi\n  IdentityFile ~/.ssh/pi_key\n")
+    (tmp_path / "pi_key").write_text("")
+    config.write_text(f"Host pi5\n  HostName 10.0.0.5\n  Port 2200\n  User pi\n  IdentityFile {tmp_path}/missing\n"
+                      f"  IdentityFile {tmp_path}/pi_key\n")
     end = Endpoint.of(SshTarget("pi5"), config)
     assert (end.host, end.port, end.user) == ("10.0.0.5", 2200, "pi")
-    assert end.identities == (str(Path("~/.ssh/pi_key").expanduser()),)
+    assert end.identities == (str(tmp_path / "pi_key"),)  # a missing IdentityFile is skipped, as ssh does
     assert Endpoint.of(SshTarget("pi5", port=22, user="me", identity="/k"), config) == Endpoint("10.0.0.5", 22, "me", ("/k",))
     assert Endpoint.of(SshTarget("other"), config) == Endpoint("other", 22, getpass.getuser(), ())
 
@@ -156,7 +159,7 @@ def test_a_remote_bench_equals_the_local_one(board, digits_onnx, runner):
     record = json.loads(Path(f"{digits_onnx}.board.bench.json").read_text())
     assert record["transport"] == "ssh" and record["accuracy"] == local.accuracy
     assert record["board"]["probe"]["python"] and "sha256" not in record["board"]["probe"]
-    assert files_under(workdir) == []
+    assert not workdir.exists()  # it made the folder, and removed it with what it pushed
 
 
 @pytest.mark.slow
@@ -166,7 +169,7 @@ def test_keep_leaves_the_files_and_the_next_bench_does_not_send_them_again(board
     first = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0, keep=True), digits_target())
     assert len(first.board["pushed"]) == 3 and first.board["already_there"] == []  # runner, model, test images
     kept = files_under(workdir)
-    assert {Path(p).name for p in kept} >= {"runner.py", "t.onnx", "test.npy", "job.json", "test.logits.npy"}
+    assert sorted(Path(p).name for p in kept) == ["runner.py", "t.onnx", "test.npy"]  # not the job, nor its logits
     again = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0), digits_target())
     assert again.board["pushed"] == [] and sorted(again.board["already_there"]) == sorted(first.board["pushed"])
     assert again.accuracy == first.accuracy
@@ -212,13 +215,19 @@ def test_a_board_without_the_runtime_names_the_package_to_install(sshd, digits_o
 
 
 @pytest.mark.slow
-def test_a_missing_python_a_crashing_runner_and_a_full_disk_each_say_so(sshd, board_python, digits_onnx, tmp_path,
+def test_a_missing_or_old_python_a_crashing_runner_and_a_full_disk_each_say_so(sshd, board_python, digits_onnx, tmp_path,
                                                                         monkeypatch):
     port, folder, _ = sshd
     work = tmp_path / "work"
     missing = write_profile(tmp_path / "m.toml", port, folder, "/nonexistent/python3", work)
     with pytest.raises(EdgeticketError, match="no Python at '/nonexistent/python3'"):
         bench_artifact(digits_onnx, read_profile(missing), FAST)
+    old = tmp_path / "old-python"  # says it is 3.7, as an old board's python3 would
+    old.write_text(f"#!/bin/sh\nexec {board_python} -I -c 'import sys; sys.version_info = (3, 7, 3); "
+                   'exec(sys.stdin.read())\' "$3"\n')
+    old.chmod(0o755)
+    with pytest.raises(EdgeticketError, match="too old: the runner needs 3.8 or newer"):
+        bench_artifact(digits_onnx, read_profile(write_profile(tmp_path / "o.toml", port, folder, old, work)), FAST)
     crashing = tmp_path / "crashing-python"  # probes like Python, then dies as a segfaulting runtime would
     crashing.write_text(f'#!/bin/sh\n[ "$2" = "-" ] && exec {board_python} "$@"\n'
                         'echo "Fatal Python error: Segmentation fault" >&2\nexit 139\n')
@@ -226,7 +235,12 @@ def test_a_missing_python_a_crashing_runner_and_a_full_disk_each_say_so(sshd, bo
     profile = read_profile(write_profile(tmp_path / "c.toml", port, folder, crashing, work))
     with pytest.raises(EdgeticketError, match="Segmentation fault"):
         bench_artifact(digits_onnx, profile, FAST)
-    assert files_under(work) == []  # cleaned up after a failure too
+    assert not work.exists()  # cleaned up after a failure too
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)  # a workdir others can write: a file there could be swapped before it runs
+    with pytest.raises(EdgeticketError, match="writable by other users"):
+        bench_artifact(digits_onnx, profile, FAST)
+    work.chmod(0o700)
     monkeypatch.setattr(ssh_module, "SPARE_BYTES", 2 ** 62)  # more than any disk has free
     with pytest.raises(EdgeticketError, match="out of disk"):
         bench_artifact(digits_onnx, profile, FAST)
@@ -243,6 +257,7 @@ def test_all_devices_has_a_row_for_each_board_reachable_or_not(sshd, board, digi
     digits_ticket.save(ticket)
     rows = {row.device: row for row in bench_all_devices(ticket, "digits", tmp_path, FAST)}
     assert rows["board"].status == "ok" and rows["board"].result.transport == "ssh"
+    assert rows["board"].reason.startswith(f"ssh {getpass.getuser()}@127.0.0.1:{sshd[0]}")
     assert rows["down"].status == "unreachable" and "cannot reach" in rows["down"].reason
 
 
