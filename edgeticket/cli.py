@@ -202,8 +202,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
               help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
-          keep: Annotated[bool, typer.Option("--keep", help="On a board over ssh ([ssh] in the profile), leave the "
-                                                             "pushed files there; the next bench skips them.")] = False,
+          keep: Annotated[bool, typer.Option("--keep", help="On a board over ssh (a profile with an ssh table), leave "
+                                                             "the pushed files there; the next bench skips them.")] = False,
           json_output: Json = False, quiet: Quiet = False) -> None:
     """Latency, memory and accuracy in an edge runtime, here or on your board over ssh; saved as
     MODEL.DEVICE.bench.json for `report`."""

@@ -87,7 +87,7 @@ class DeviceBench:
         try:
             result = bench_artifact(artifact, profile, self.config, self.target, self.reference)
         except BoardUnreachable as error:
-            return DeviceRow(profile.name, profile.stands_for, "unreachable", error.message)
+            return DeviceRow(profile.name, profile.stands_for, "unreachable", f"{error.message} ({error.hint})")
         except EdgeticketError as error:
             return DeviceRow(profile.name, profile.stands_for, "bench failed", error.message)
         record_bench(result)

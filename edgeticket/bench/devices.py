@@ -43,7 +43,7 @@ class SshTarget:
 
 
 SSH_KEYS = [f.name for f in dataclasses.fields(SshTarget)]
-SSH_EXAMPLE = '[ssh]\nhost = "pi5.local"\npython = "python3"'
+SSH_EXAMPLE = '[ssh]\nhost = "pi5.local"\nuser = "pi"\npython = "python3"  (keys: ' + ", ".join(SSH_KEYS) + ")"
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,9 @@ def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfi
     problem = _problem(raw)
     if problem:
         key, what = problem
+        example = (SSH_EXAMPLE if key.startswith("ssh") else EXAMPLE).replace("\n", "; ")
         raise EdgeticketError(f"device profile {path}: key '{key}': {what}",
-                              hint="fix or remove the file; a profile looks like: " + EXAMPLE.replace("\n", "; "))
+                              hint=f"fix or remove the file; a profile looks like: {example}")
     ssh = SshTarget(**raw.pop("ssh")) if "ssh" in raw else None
     return DeviceProfile(Path(path.name).stem, **raw, path=str(path), builtin=builtin, ssh=ssh)
 

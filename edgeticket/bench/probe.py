@@ -75,12 +75,12 @@ def sha256(path):
         return None
 
 
-def free_bytes(folder):
-    """Free space on the file system `folder` is (or will be) on."""
+def nearest_folder(folder):
+    """`folder`, or where it would be made: its nearest existing parent."""
     folder = os.path.abspath(os.path.expanduser(folder))
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
-    return shutil.disk_usage(folder).free
+    return folder
 
 
 def probe(request):
@@ -93,7 +93,8 @@ def probe(request):
             "temperature": temperature_c(), "load_average": list(loads) if loads else None,
             "numpy": version(["numpy"], "numpy"),
             "runtime_version": version(request["distributions"], request["module"]),
-            "free_bytes": free_bytes(request["workdir"]), "uid": os.getuid() if hasattr(os, "getuid") else None,
+            "free_bytes": shutil.disk_usage(nearest_folder(request["workdir"])).free,
+            "workdir_writable": os.access(nearest_folder(request["workdir"]), os.W_OK | os.X_OK), "uid": os.getuid() if hasattr(os, "getuid") else None,
             "sha256": dict((path, sha256(path)) for path in request["files"])}
 
 

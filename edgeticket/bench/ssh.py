@@ -98,17 +98,14 @@ def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
     one clear error."""
     known = Path(target.known_hosts).expanduser()
     keyscan = f"ssh-keyscan -p {end.port} {shlex.quote(end.host)} >> {shlex.quote(str(known))}"
-    check = "check the fingerprint it prints against the board's own (ssh-keygen -lf /etc/ssh/ssh_host_*.pub there)"
-    if not known.is_file():
-        raise BoardUnreachable(f"{known} does not exist, so {end.label}'s host key cannot be verified: refused",
-                               hint=f"run {keyscan}, and {check}")
     for identity in end.identities:
         if not Path(identity).is_file():
             raise BoardUnreachable(f"ssh identity {identity} does not exist",
                                    hint="set [ssh] identity to your private key, or leave it out for the agent "
                                         "and ~/.ssh/id_*")
     client = paramiko.SSHClient()
-    client.load_host_keys(str(known))
+    if known.is_file():  # else every key is unknown, and refused
+        client.load_host_keys(str(known))
     client.set_missing_host_key_policy(RefuseUnknownKey())
     try:
         client.connect(end.host, end.port, username=end.user, key_filename=list(end.identities) or None,
@@ -116,8 +113,11 @@ def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
                        auth_timeout=CONNECT_SECONDS)
         return client
     except UnknownHostKey as error:
-        refusal = BoardUnreachable(f"{end.label}'s host key ({fingerprint(error.key)}) is not in {known}: refused",
-                                   hint=f"run {keyscan}, and {check}")
+        missing = "" if known.is_file() else ", which does not exist"
+        refusal = BoardUnreachable(
+            f"{end.label}'s host key ({fingerprint(error.key)}) is not in {known}{missing}: refused",
+            hint=f"compare that fingerprint with the board's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub, run on "
+                 f"the board); only if it matches: {keyscan}")
     except paramiko.BadHostKeyException as error:
         refusal = BoardUnreachable(
             f"{end.label}'s host key has CHANGED ({fingerprint(error.key)}, known_hosts has "
@@ -128,16 +128,20 @@ def connect(target: SshTarget, end: Endpoint) -> paramiko.SSHClient:
     except paramiko.PasswordRequiredException:
         refusal = BoardUnreachable(f"the ssh key for {end.label} is encrypted, and edgeticket asks no passphrase",
                                    hint="add it to your ssh agent (ssh-add KEY): the agent's keys are used")
-    except paramiko.AuthenticationException as error:
-        refusal = BoardUnreachable(f"{end.label} refused the login ({error})",
+    except paramiko.AuthenticationException:
+        keys = ", ".join(end.identities) or "the agent's and ~/.ssh/id_* keys"
+        refusal = BoardUnreachable(f"{end.label} refused the login as {end.user} with {keys}",
                                    hint="check [ssh] user and identity; your public key belongs in the board's "
                                         "~/.ssh/authorized_keys (ssh-copy-id)")
     except (OSError, paramiko.SSHException, EOFError) as error:
         if "no authentication methods" in str(error).lower():
             refusal = BoardUnreachable(f"no ssh key to log in to {end.label} with (no [ssh] identity, no agent, "
                                        "no ~/.ssh/id_*)", hint="set [ssh] identity to your private key, or ssh-add it")
+        elif "private key" in str(error).lower():
+            refusal = BoardUnreachable(f"cannot use the ssh key {', '.join(end.identities)}: {error}",
+                                       hint="point [ssh] identity at the private key (not the .pub)")
         else:
-            why = " ".join(str(error).split()) or type(error).__name__
+            why = " ".join(str(error).replace("[Errno None] ", "").split()) or type(error).__name__
             refusal = BoardUnreachable(f"cannot reach {end.label}: {why}",
                                        hint=f"is the board on, and sshd listening on port {end.port}? try: ssh -p "
                                             f"{end.port} {shlex.quote(f'{end.user}@{end.host}')}")
@@ -206,23 +210,29 @@ def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: st
                                      PROBE_SECONDS, PROBE.read_bytes())
     where = f"for {target.python} on {label}"
     interpreter_hint = "install Python 3.8 or newer there, or set [ssh] python to its path (e.g. ~/venv/bin/python)"
+    last_line = (stderr.strip().splitlines() or [""])[-1][:200]
     if status in (126, 127):
-        raise EdgeticketError(f"no Python at '{target.python}' on {label}: {stderr.strip()[-200:]}",
-                              hint=interpreter_hint)
+        raise EdgeticketError(f"no Python at '{target.python}' on {label}: {last_line}", hint=interpreter_hint)
     board = last_json(stdout)
+    if status != 0 and "nknown option" in stderr and "-I" in stderr:  # Python 2 and 3.3 have no -I
+        raise EdgeticketError(f"{target.python} on {label} is Python 2 or older than 3.4: the runner needs 3.8 or "
+                              "newer", hint=interpreter_hint)
     if status != 0 or board is None:
         tail = " | ".join(stderr.strip().splitlines()[-3:]) or f"exit status {status}"
         raise EdgeticketError(f"probing {label} with {target.python} failed: {tail[:400]}", hint=interpreter_hint)
     if board.get("error") == "too old":
         raise EdgeticketError(f"Python {board['python']} {where} is too old: the runner needs 3.8 or newer",
                               hint=interpreter_hint)
-    install = f"{target.python} -m pip install"
-    if board["numpy"] is None:
-        raise EdgeticketError(f"numpy is not installed {where}", hint=f"on the board: {install} numpy")
-    if board["runtime_version"] is None:
-        extra = " torch" if runtime == "executorch" else ""  # ExecuTorch's Python runtime imports torch
-        raise EdgeticketError(f"{runtime} is not installed {where}",
-                              hint=f"on the board: {install} {distributions[0]}{extra}")
+    missing = ([("numpy", "numpy")] if board["numpy"] is None else []) + (
+        [(runtime, distributions[0] + (" torch" if runtime == "executorch" else ""))]  # its runtime imports torch
+        if board["runtime_version"] is None else [])
+    if missing:
+        names = " and ".join(name for name, _ in missing)
+        raise EdgeticketError(f"{names} {'is' if len(missing) == 1 else 'are'} not installed {where}",
+                              hint=f"on the board: {target.python} -m pip install {' '.join(p for _, p in missing)}")
+    if not board["workdir_writable"]:
+        raise EdgeticketError(f"{target.workdir} on {label} is not writable",
+                              hint="set [ssh] workdir to a folder you can write there (default ~/.cache/edgeticket)")
     return board
 
 

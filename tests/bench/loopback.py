@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeticket.bench.transport import die_with_parent
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -30,6 +32,8 @@ def keygen(path: Path) -> Path:
 def board_venv(folder: Path, packages: list[str]) -> Path:
     """A virtualenv with only `packages` (this machine's versions, so pip takes them from its cache)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    if not packages:
+        return folder / "bin" / "python"
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in packages]
     subprocess.run([sys.executable, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "--quiet",
                     "--no-deps", "--disable-pip-version-check", *pinned], check=True)
@@ -66,7 +70,7 @@ class LoopbackSshd:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation wants it
         log = open(folder / "sshd.log", "wb")  # a file, not a pipe nobody reads: sshd never blocks on it
         process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")],
-                                   stdout=subprocess.DEVNULL, stderr=log)
+                                   stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent)
         log.close()
         deadline = time.monotonic() + 10
         while True:

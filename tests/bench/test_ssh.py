@@ -113,14 +113,6 @@ def test_an_unreachable_board_is_one_line_with_what_to_check(tmp_path, runner):
     assert result.exit_code == 1 and "cannot reach" in result.output and "Traceback" not in result.output
 
 
-def test_without_known_hosts_the_board_is_refused_before_connecting(tmp_path):
-    profile = read_profile(write_profile(tmp_path / "pi.toml", free_port(), tmp_path, "python3", tmp_path / "w",
-                                         identity=None))
-    with pytest.raises(BoardUnreachable, match="cannot be verified") as error:
-        bench_artifact(foreign_onnx(tmp_path / "m.onnx"), profile, FAST)
-    assert "ssh-keyscan -p" in error.value.hint
-
-
 def test_devices_lists_a_remote_profile_with_its_ssh_table(tmp_path, runner, monkeypatch):
     write_profile(tmp_path / "pi.toml", 2222, tmp_path, "python3", Path("/tmp/x"))
     monkeypatch.setenv("EDGETICKET_DEVICES", str(tmp_path))
@@ -191,6 +183,13 @@ def test_a_changed_host_key_is_refused_and_nothing_is_pushed(sshd, board_python,
     with pytest.raises(BoardUnreachable, match=r"is not in .*refused") as error:
         bench_artifact(digits_onnx, read_profile(profile), FAST)
     assert f"ssh-keyscan -p {port} 127.0.0.1" in error.value.hint and "SHA256:" in error.value.message
+    offered = error.value.message.split("SHA256:")[1].split(")")[0]
+    own = subprocess.run(["ssh-keygen", "-lf", str(folder / "host_key.pub")], capture_output=True, text=True).stdout
+    assert f"SHA256:{offered} " in own  # the fingerprint to compare is the board's real one
+    (tmp_path / "known_hosts").unlink()
+    with pytest.raises(BoardUnreachable, match="which does not exist: refused"):
+        bench_artifact(digits_onnx, read_profile(profile), FAST)
+    assert not (tmp_path / "work").exists()
 
 
 @pytest.mark.slow
@@ -198,9 +197,14 @@ def test_a_key_the_board_does_not_know_is_an_auth_failure(sshd, board_python, di
     port, folder, _ = sshd
     profile = write_profile(tmp_path / "b.toml", port, folder, board_python, tmp_path / "work",
                             identity=str(keygen(tmp_path / "stranger")))
-    with pytest.raises(BoardUnreachable, match="refused the login") as error:
+    with pytest.raises(BoardUnreachable, match="refused the login as") as error:
         bench_artifact(digits_onnx, read_profile(profile), FAST)
     assert "authorized_keys" in error.value.hint
+    public = write_profile(tmp_path / "p.toml", port, folder, board_python, tmp_path / "work",
+                           identity=str(folder / "client_key.pub"))
+    with pytest.raises(BoardUnreachable, match="cannot use the ssh key") as error:
+        bench_artifact(digits_onnx, read_profile(public), FAST)
+    assert "not the .pub" in error.value.hint
 
 
 @pytest.mark.slow
@@ -212,6 +216,11 @@ def test_a_board_without_the_runtime_names_the_package_to_install(sshd, digits_o
         bench_artifact(digits_onnx, read_profile(profile), FAST)
     assert error.value.hint == f"on the board: {numpy_only} -m pip install onnxruntime"
     assert not (tmp_path / "work").exists()
+    bare = board_venv(tmp_path / "empty", [])
+    with pytest.raises(EdgeticketError, match="numpy and onnxruntime are not installed") as error:
+        bench_artifact(digits_onnx, read_profile(write_profile(tmp_path / "e.toml", port, folder, bare, tmp_path / "w")),
+                       FAST)
+    assert error.value.hint.endswith("-m pip install numpy onnxruntime")  # both at once, not one per try
 
 
 @pytest.mark.slow
