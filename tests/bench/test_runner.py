@@ -19,6 +19,8 @@ from edgeticket.errors import EdgeticketError
 from edgeticket.export import export_onnx
 from edgeticket.metrics import expected_calibration_error, negative_log_likelihood, predict
 
+from .processes import wait_until
+
 FAST = BenchConfig(runs=5, warmup=1, seconds=0)
 RUNTIME_MODULES = {"onnxruntime", "ncnn", "executorch", "torch"}  # torch: only inside ExecuTorch's opener
 
@@ -187,22 +189,16 @@ def runner_children(parent: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_runner_dies_with_its_bench_even_after_kill_9(digits_onnx):
-    import time
     code = ("from edgeticket.bench.run import BenchConfig, bench_model\n"
             f"bench_model({str(digits_onnx)!r}, config=BenchConfig(runs=1, warmup=0, seconds=600))")
     bench = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 120
-        while not (children := runner_children(bench.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        children = wait_until(lambda: runner_children(bench.pid), 120, 0.2)
         assert children, "the runner never started"
     finally:
         bench.kill()
         bench.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in children)
+    assert wait_until(lambda: not any(alive(pid) for pid in children), 10)
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError
 
 from .loopback import SSHD, LoopbackSshd, board_venv, free_port, keygen, write_profile
+from .processes import wait_until
 from .test_runner import digits_onnx, foreign_onnx  # noqa: F401 (a fixture)
 
 FAST = BenchConfig(runs=5, warmup=1, seconds=0)
@@ -292,14 +292,8 @@ def test_the_boards_runner_stops_when_the_bench_is_killed(board, digits_onnx):
             f"bench_model({str(digits_onnx)!r}, {str(profile)!r}, config=BenchConfig(runs=1, warmup=0, seconds=600))")
     bench = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 120
-        while not (runners := board_runners(workdir)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert runners, "the runner never started on the board"
+        assert wait_until(lambda: board_runners(workdir), 120, 0.2), "the runner never started on the board"
     finally:
         bench.kill()
         bench.wait()
-    deadline = time.monotonic() + 15
-    while board_runners(workdir) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert board_runners(workdir) == []
+    assert wait_until(lambda: not board_runners(workdir), 15)
