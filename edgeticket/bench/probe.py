@@ -86,6 +86,7 @@ def nearest_folder(folder):
 def probe(request):
     uname = platform.uname()
     loads = os.getloadavg() if hasattr(os, "getloadavg") else None
+    workdir = nearest_folder(request["workdir"])
     return {"python": platform.python_version(), "python_path": sys.executable,
             "machine": uname.machine, "system": uname.system, "release": uname.release, "node": uname.node,
             "cpu": cpu_model(), "board": (read("/proc/device-tree/model") or "").rstrip("\x00") or None,
@@ -93,8 +94,8 @@ def probe(request):
             "temperature": temperature_c(), "load_average": list(loads) if loads else None,
             "numpy": version(["numpy"], "numpy"),
             "runtime_version": version(request["distributions"], request["module"]),
-            "free_bytes": shutil.disk_usage(nearest_folder(request["workdir"])).free,
-            "workdir_writable": os.access(nearest_folder(request["workdir"]), os.W_OK | os.X_OK), "uid": os.getuid() if hasattr(os, "getuid") else None,
+            "free_bytes": shutil.disk_usage(workdir).free, "workdir_writable": os.access(workdir, os.W_OK | os.X_OK),
+            "uid": os.getuid() if hasattr(os, "getuid") else None,
             "sha256": dict((path, sha256(path)) for path in request["files"])}
 
 

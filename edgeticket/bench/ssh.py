@@ -37,7 +37,7 @@ from ..errors import EdgeticketError
 from ..fileio import sha256_file
 from .devices import SshTarget
 from .runner import RUNTIMES
-from .transport import RUNNER, BoardUnreachable, last_json, runner_output, write_job
+from .transport import RUNNER, BoardUnreachable, last_json, runner_output, save_inputs, write_job
 
 PROBE = Path(__file__).with_name("probe.py")
 CONNECT_SECONDS = 15
@@ -154,7 +154,8 @@ def on_board(path: str) -> str:
     return "." if path == "~" else path[2:] if path.startswith("~/") else path
 
 
-def execute(client: paramiko.SSHClient, argv: list[str], timeout: float, stdin: bytes | None = b"") -> tuple[int, str, str]:
+def execute(client: paramiko.SSHClient, what: str, argv: list[str], timeout: float,
+            stdin: bytes | None = b"") -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `argv` on the board, each argument quoted for its (POSIX) shell.
     `stdin` is sent and closed; None holds it open until the command ends, and closing the channel on the way
     out (a timeout, Ctrl-C) is what stops the runner."""
@@ -168,8 +169,8 @@ def execute(client: paramiko.SSHClient, argv: list[str], timeout: float, stdin: 
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         return channel.recv_exit_status(), stdout, stderr
     except socket.timeout:
-        raise EdgeticketError(f"{argv[2] if len(argv) > 2 else argv[0]} on the board gave no answer for "
-                              f"{timeout:.0f} s", hint="use fewer --runs, --seconds or --images, or check the board") from None
+        raise EdgeticketError(f"the {what} on the board gave no answer for {timeout:.0f} s",
+                              hint="use fewer --runs, --seconds or --images, or check the board") from None
     except (paramiko.SSHException, OSError, EOFError) as error:
         raise BoardUnreachable(f"the connection to the board broke: {error}",
                                hint="is the board still on the network?") from None
@@ -206,7 +207,7 @@ def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: st
     _, module, distributions = RUNTIMES[runtime]
     request = {"module": module, "distributions": list(distributions), "workdir": on_board(target.workdir),
                "files": files}
-    status, stdout, stderr = execute(client, [on_board(target.python), "-I", "-", json.dumps(request)],
+    status, stdout, stderr = execute(client, "probe", [on_board(target.python), "-I", "-", json.dumps(request)],
                                      PROBE_SECONDS, PROBE.read_bytes())
     where = f"for {target.python} on {label}"
     interpreter_hint = "install Python 3.8 or newer there, or set [ssh] python to its path (e.g. ~/venv/bin/python)"
@@ -346,16 +347,14 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
         models = push.add([(f, f"{model.name}/{f.name}") for f in sorted(model.iterdir())] if model.is_dir()
                           else [(model, model.name)])
         remote_model = posixpath.dirname(next(iter(models.values()))) if model.is_dir() else models[model]
-        remote_inputs = {}
-        for name, array in inputs.items():
-            np.save(staged / f"{name}.npy", array)
-            remote_inputs[name] = push.add([(staged / f"{name}.npy", f"{name}.npy")])[staged / f"{name}.npy"]
+        remote_inputs = {name: push.add([(path, path.name)])[path]
+                         for name, path in save_inputs(staged, inputs).items()}
         job_file = write_job(staged, {**job, "stop_when_stdin_closes": True},
                              posixpath.relpath(remote_model, push.run_dir),
                              {name: posixpath.relpath(path, push.run_dir) for name, path in remote_inputs.items()})
         board = probe(client, target, end.label, job["runtime"], sorted(push.files.values()))
         with pushed(client, push, job_file, board, end.label, keep) as (sftp, sent):
-            status, stdout, stderr = execute(client, [on_board(target.python), "-I", runner,
+            status, stdout, stderr = execute(client, "runner", [on_board(target.python), "-I", runner,
                                                       posixpath.join(push.run_dir, job_file.name)], timeout, stdin=None)
             out = runner_output(status, stdout, stderr, job, where=f" on {end.label}")
             logits = {name: fetch(sftp, push.run_dir, file, staged, end.label) for name, file in out["logits"].items()}

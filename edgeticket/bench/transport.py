@@ -22,6 +22,14 @@ class BoardUnreachable(EdgeticketError):
     the login. `--all-devices` shows it as the profile's row."""
 
 
+def save_inputs(folder: Path, inputs: dict[str, np.ndarray]) -> dict[str, Path]:
+    """Each input batch as `folder`/NAME.npy, for the runner; NAME -> its path."""
+    paths = {name: folder / f"{name}.npy" for name in inputs}
+    for name, array in inputs.items():
+        np.save(paths[name], array)
+    return paths
+
+
 def write_job(folder: Path, job: dict, model: str, inputs: dict[str, str]) -> Path:
     """`folder`/job.json: `job` with its model and inputs (NAME -> FILE.npy) as the runner will find them from
     there."""
@@ -62,10 +70,8 @@ def run_local(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple
     """Run runner.py on `job` (its model a local path) in an isolated interpreter; (its JSON, the logits)."""
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
-        for name, array in inputs.items():
-            np.save(folder / f"{name}.npy", array)
         job_file = write_job(folder, job, str(Path(job["model"]).resolve()),
-                             {name: f"{name}.npy" for name in inputs})
+                             {name: path.name for name, path in save_inputs(folder, inputs).items()})
         try:
             process = subprocess.run([sys.executable, "-I", str(RUNNER), str(job_file)],
                                      capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
