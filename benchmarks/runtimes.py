@@ -21,11 +21,12 @@ from edgeticket.bench import BenchConfig, bench_artifact, list_devices, unavaila
 from edgeticket.bench.devices import timing_note
 from edgeticket.console import console
 from edgeticket.data import DataConfig, ImageSplits, TensorImages, load_dataset
-from edgeticket.export import SUFFIXES, export
+from edgeticket.export import export
 from edgeticket.export.quantize import export_onnx_int8
 from edgeticket.tables import rows_table
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 from edgeticket.models import get_arch, get_model
+from edgeticket.runtimes import get_runtime
 
 
 def dense_ticket(size: int) -> Ticket:
@@ -64,7 +65,7 @@ def main() -> None:
                 continue
             notes[profile.name] = timing_note(profile) or ""
             for label, ticket in tickets.items():
-                path = Path(tmp) / f"{label.replace(' ', '_').replace('%', '')}{'.int8' if profile.int8 else ''}{SUFFIXES[profile.format]}"
+                path = Path(tmp) / f"{label.replace(' ', '_').replace('%', '')}{'.int8' if profile.int8 else ''}{get_runtime(profile.runtime).suffix}"
                 if not path.exists():
                     if profile.int8:
                         export_onnx_int8(ticket, path, splits, min_agreement=0.0)

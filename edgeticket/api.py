@@ -173,13 +173,14 @@ def evaluate(model: Ticket | PathLike, data: str = "digits", *, ood: str | None 
 
 def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = None, int8: bool = False,
            data: str | None = None, data_root: PathLike | None = None):
-    """Write `output` for an edge runtime (onnx, executorch .pte, ncnn folder; the format follows the suffix
-    unless `format` says), after checking it against torch; no file is written if the check fails.
+    """Write `output` for an edge runtime (any registered runtime's format: .onnx, .pte, an .ncnn folder, a
+    plugin's; the format follows the suffix unless `format` says), after checking it against torch; no file is written if the check fails.
     `int8=True` (onnx) calibrates on `data` (default: the ticket's finetune target)."""
     from .export import export as run, format_for
     from .fileio import check_output, sha256_file
+    from .runtimes import runtime_for_format
     fmt = format_for(output, format)
-    check_output(output, None if isinstance(ticket, Ticket) else ticket, folder=fmt == "ncnn")
+    check_output(output, None if isinstance(ticket, Ticket) else ticket, folder=runtime_for_format(fmt).folder)
     loaded = _ticket(ticket)
     name = data or (loaded.provenance.target if int8 else None)
     splits = _splits(name, loaded, data_root) if int8 and name else None

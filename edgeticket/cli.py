@@ -167,9 +167,10 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
 
 @command("edgeticket export runs/t50-digits.ticket -o runs/t50.onnx --int8 --data digits")
 def export(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")],
-           output: Annotated[Path, typer.Option("-o", "--output", help="File (.onnx, .pte) or folder (.ncnn) to write.")],
-           format: Annotated[Optional[str], typer.Option("--format", help="onnx | executorch | ncnn (default: from "
-                                                                          "the output's suffix)")] = None,
+           output: Annotated[Path, typer.Option("-o", "--output", help="File or folder to write; its suffix (.onnx, "
+                                                                        ".pte, .ncnn, a plugin's) names the format.")],
+           format: Annotated[Optional[str], typer.Option("--format", help="A runtime's format (see `edgeticket "
+                                                                          "devices`; default: from the output's suffix)")] = None,
            int8: Annotated[bool, typer.Option("--int8", help="Static QDQ int8 (onnx): calibrated on --data.")] = False,
            data: Annotated[Optional[str], typer.Option("--data", help="Calibration/check data for --int8.")] = None,
            data_root: Annotated[Optional[Path], typer.Option("--data-root")] = None,
@@ -234,23 +235,31 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
 
 @command("edgeticket devices")
 def devices(json_output: Json = False, quiet: Quiet = False) -> None:
-    """Device profiles (built-in, and yours from $EDGETICKET_DEVICES, ~/.config/edgeticket/devices/ or ./devices/),
-    and whether each can run on this machine (and why not)."""
+    """Runtimes (built-in, and plugins from the `edgeticket.runtimes` entry points or $EDGETICKET_RUNTIMES) and
+    device profiles (built-in, a runtime's, and yours from $EDGETICKET_DEVICES, ~/.config/edgeticket/devices/
+    or ./devices/), and whether each can run on this machine (and why not)."""
     from dataclasses import asdict
 
     from rich.text import Text
 
     from .bench.devices import BrokenProfile, list_devices, timing_note, unavailable_reason
     from .host import cpu_info
+    from .runtimes import list_runtimes
+    runtimes = [r.as_dict() for r in list_runtimes()]
     rows = [(p, unavailable_reason(p)) for p in list_devices()]
     rows = [(p, reason, None if reason or getattr(p, "ssh", None) else timing_note(p)) for p, reason in rows]
     if json_output:
-        return emit_json({"host": cpu_info().as_dict(),
+        return emit_json({"host": cpu_info().as_dict(), "runtimes": runtimes,
                           "devices": [{**asdict(p), "error": None, "available": reason is None,
                                        "reason": reason or note or ""} if not isinstance(p, BrokenProfile) else
                                       {"name": p.name, "path": p.path, "error": p.error.message, "available": False,
                                        "reason": reason} for p, reason, note in rows]})
     from .tables import rows_table
+    here = lambda reason: Text("yes", "green") if not reason else Text.assemble(("no", "red"), f": {reason}")
+    rows_table("runtimes", ["runtime", "format", "suffix", "providers", "precisions", "version", "here", "from"],
+               [[r["name"], r["format"], r["suffix"], ", ".join(r["providers"]), ", ".join(r["precisions"]),
+                 r["version"] or "-", here(r["reason"]), "built-in" if r["builtin"] else r["source"]]
+                for r in runtimes])
     rows_table(f"device profiles on {cpu_info().describe()}",
                ["device", "runtime", "provider", "threads", "precision", "round to", "here", "stands for"],
                [[p.name + ("" if getattr(p, "builtin", False) else f" ({p.path})"),

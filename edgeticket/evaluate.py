@@ -1,4 +1,4 @@
-"""Evaluate a ticket (torch) or an exported model (onnxruntime) on a target: the paper's Table I row.
+"""Evaluate a ticket (torch) or an exported model (in its runtime) on a target: the paper's Table I row.
 
 Results also go to a sidecar `<model>.eval.json`, which `edgeticket report` collects."""
 
@@ -8,14 +8,16 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .attacks import AttackConfig
 from .data import DataConfig, ImageSplits, TensorImages, load_dataset
 from .errors import EdgeticketError
-from .fileio import sha256_file, write_json
+from .fileio import sha256_file, size_on_disk, write_json
 from .models.checkpoints import load_checkpoint
-from .metrics import TableRow, adversarial_accuracy, predict, table_row
+from .metrics import TableRow, adversarial_accuracy, map_batches, predict, table_row
+from .runtimes import Runtime, runtime_for_path
 from .tickets.stats import measure
 
 
@@ -49,7 +51,7 @@ class EvalConfig:
 @dataclass
 class EvalResult:
     model: str
-    runtime: str                 # torch | onnxruntime
+    runtime: str                 # torch, or the exported model's runtime (onnxruntime, ...)
     data: str
     test_images: int
     ood: str | None
@@ -78,9 +80,10 @@ def image_count(images: TensorImages | None) -> int | None:
     return None if images is None else len(images)
 
 
-def onnx_logits(session, data: TensorImages, batch_size: int, description: str) -> torch.Tensor:
-    from .export.onnx import predict_onnx
-    return torch.from_numpy(predict_onnx(session, data, batch_size, description))
+def exported_logits(predict, data: TensorImages, batch_size: int, description: str) -> torch.Tensor:
+    """An exported model's logits for a whole image set, in batches, counted on a progress bar."""
+    return torch.from_numpy(np.concatenate(map_batches(lambda images, _: predict(images.numpy()), data, batch_size,
+                                                       description)))
 
 
 def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
@@ -101,28 +104,33 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
                       ticket.provenance.to_dict(), measure(ticket.build_model(), ticket).as_dict())
 
 
-def evaluate_onnx(path: str | Path, config: EvalConfig) -> EvalResult:
-    from .export.onnx import open_session, read_metadata
-    meta = read_metadata(path)
+def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalResult:
+    """Clean accuracy, ECE, NLL and OOD ROC-AUC in the runtime the model was exported for, on this machine."""
+    from .export import artifact_metadata
+    meta = artifact_metadata(path)
     if "edgeticket.input_size" not in meta:
         raise EdgeticketError(f"{Path(path).name} was not exported by edgeticket: eval reads its metadata",
                               hint="bench it instead: `edgeticket bench MODEL --data NAME` measures its accuracy")
     channels, size, _ = json.loads(meta["edgeticket.input_size"])
-    session = open_session(path, threads=2)
+    reason = runtime.unavailable_reason(runtime.check_provider)
+    if reason:
+        raise EdgeticketError(f"cannot evaluate {path.name} here: {reason}", hint="evaluate its .ticket instead")
+    model = runtime.open_model(path, runtime.check_provider, 2, meta.get("edgeticket.precision", "fp32"))
     splits = load_splits(config, channels, size)
-    logits = onnx_logits(session, splits.test, config.batch_size, f"test {splits.name}")
+    logits = exported_logits(model, splits.test, config.batch_size, f"test {splits.name}")
     ood = load_ood(config, channels, size)
-    ood_logits = onnx_logits(session, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
-    return EvalResult(str(path), "onnxruntime", splits.name, len(splits.test), config.ood, image_count(ood), "none",
+    ood_logits = exported_logits(model, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
+    return EvalResult(str(path), runtime.name, splits.name, len(splits.test), config.ood, image_count(ood), "none",
                       table_row(logits, splits.test.labels, None, ood_logits),
-                      "clean metrics only: onnxruntime has no gradients for the PGD attack",
+                      f"clean metrics only: {runtime.name} has no gradients for the PGD attack",
                       meta.get("edgeticket.ticket_sha256", ""), json.loads(meta.get("edgeticket.provenance", "{}")),
-                      {"file_size_bytes": Path(path).stat().st_size})
+                      {"file_size_bytes": size_on_disk(path)})
 
 
 def evaluate(path: str | Path, config: EvalConfig, save: bool = True) -> EvalResult:
     config.validate()
-    result = (evaluate_onnx if str(path).endswith(".onnx") else evaluate_ticket)(path, config)
+    runtime = runtime_for_path(path)
+    result = evaluate_exported(Path(path), runtime, config) if runtime else evaluate_ticket(path, config)
     if save:
         write_json(result.as_dict(), f"{path}.eval.json")
     return result

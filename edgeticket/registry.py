@@ -28,6 +28,13 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def entries(self) -> list[T]:
+        """In the order they were registered."""
+        return list(self._entries.values())
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

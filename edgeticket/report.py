@@ -61,7 +61,7 @@ def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
             latency.setdefault(bench["ticket_sha256"], {})[bench["device"]] = bench["latency"]["p50_ms"]
             sizes.setdefault(bench["ticket_sha256"], bench.get("file_size_bytes"))
     torch_tickets = {e["ticket_sha256"] for _, e in evals if e["runtime"] == "torch"}
-    onnx_evals = {e["ticket_sha256"]: e for _, e in evals if e["runtime"] == "onnxruntime"}
+    onnx_evals = {e["ticket_sha256"]: e for _, e in evals if e["runtime"] != "torch"}  # an exported model's
     rows = []
     for path, result in evals:
         if result["runtime"] != "torch" and result["ticket_sha256"] in torch_tickets:

@@ -34,7 +34,8 @@ def key_values(title: str, rows: dict[str, object]) -> None:
 def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        text = column in (columns[0], "status", "layer", "kind", "note", "stands for", "file", "here", "error")
+        text = column in (columns[0], "status", "layer", "kind", "note", "stands for", "file", "here", "error", "format",
+                          "suffix", "providers", "precisions", "version", "from")
         table.add_column(column, justify="left" if text else "right", overflow="fold")  # wrapped, never cut
     for row in rows:
         table.add_row(*[cell if isinstance(cell, Text) else str(cell) for cell in row])

@@ -12,10 +12,11 @@ import torch
 from ..console import progress_bar
 from ..data import DataConfig, ImageSplits, load_dataset
 from ..errors import EdgeticketError
-from ..export import SUFFIXES, ExportCheckFailed, export
-from ..export.checks import FP16_TOLERANCE, FP32_TOLERANCE, allowed_difference, parity_inputs
+from ..export import ExportCheckFailed, export
+from ..export.checks import FP16_TOLERANCE, allowed_difference, parity_inputs
 from ..fileio import sha256_file
 from ..models.checkpoints import load_checkpoint
+from ..runtimes import get_runtime, runtime_for_path
 from ..ticket import Ticket
 from .devices import BrokenProfile, DeviceProfile, announce_shadowing, list_devices, unavailable_reason
 from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, record_bench
@@ -34,7 +35,7 @@ class DeviceRow:
 def tolerance(profile: DeviceProfile, reference: np.ndarray) -> float | None:
     if profile.int8:
         return None  # int8 is checked at export, by top-1 agreement
-    return allowed_difference(FP16_TOLERANCE if profile.precision == "fp16" else FP32_TOLERANCE[profile.format],
+    return allowed_difference(FP16_TOLERANCE if profile.precision == "fp16" else get_runtime(profile.runtime).tolerance,
                               reference)
 
 
@@ -59,7 +60,7 @@ class DeviceBench:
     def artifact(self, profile: DeviceProfile) -> Path | EdgeticketError:
         key = (profile.format, profile.int8)
         if key not in self.artifacts:
-            path = Path(f"{self.stem}{'.int8' if profile.int8 else ''}{SUFFIXES[profile.format]}")
+            path = Path(f"{self.stem}{'.int8' if profile.int8 else ''}{get_runtime(profile.runtime).suffix}")
             try:
                 report = export(self.ticket, path, profile.format, profile.int8, self.sha,
                                 self.splits if profile.int8 else None)
@@ -105,7 +106,7 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
                       config: BenchConfig = BenchConfig(), data_root: str | None = None) -> list[DeviceRow]:
     """Every profile's row. `data` (default: the ticket's finetune target) gives accuracy and calibrates int8;
     without it every latency row is still measured, and the int8 row says what it needs."""
-    if Path(ticket_path).suffix in SUFFIXES.values():
+    if Path(ticket_path).suffix != ".ticket" and runtime_for_path(ticket_path):
         raise EdgeticketError(f"{Path(ticket_path).name} is already exported; --all-devices exports a ticket to "
                               "every format", hint="pass the .ticket, or bench this file with --device NAME")
     ticket = load_checkpoint(ticket_path)

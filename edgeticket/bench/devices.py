@@ -1,7 +1,8 @@
 """Device profiles: TOML files naming a runtime, its provider, threads, precision, the channel multiple its
 kernels like, and the device each stands for. A profile with an `[ssh]` table runs on that board (bench/ssh.py).
 
-Built-in profiles ship in the package (edgeticket/devices/). A user's own come from $EDGETICKET_DEVICES
+Built-in profiles ship in the package (edgeticket/devices/); a runtime plugin may bring its own (its DEVICES).
+A user's own come from $EDGETICKET_DEVICES
 (folders separated by ':'), ~/.config/edgeticket/devices/ and ./devices/, in that order; the first file of a
 name wins, and one that shadows a built-in profile is announced once, when it is used. A broken user profile breaks nothing
 until it is used: then it is an error naming the file and the key."""
@@ -19,10 +20,8 @@ from pathlib import Path
 from ..console import info
 from ..errors import EdgeticketError
 from ..host import CpuInfo, cpu_info
-from .runner import ORT_PROVIDERS
+from ..runtimes import get_runtime, list_runtimes, runtime_names
 
-RUNTIMES = {"onnxruntime": tuple(ORT_PROVIDERS), "executorch": ("xnnpack",), "ncnn": ("cpu", "vulkan")}
-PRECISIONS = ("fp32", "fp16", "int8")
 EXAMPLE = 'runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"'
 
 
@@ -49,10 +48,10 @@ SSH_EXAMPLE = '[ssh]\nhost = "pi5.local"\nuser = "pi"\npython = "python3"  (keys
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
-    runtime: str      # onnxruntime | executorch | ncnn
-    provider: str     # cpu | cuda | tensorrt | xnnpack | vulkan
+    runtime: str      # a registered runtime (edgeticket/runtimes/, or a plugin)
+    provider: str     # one of the runtime's PROVIDERS
     threads: int
-    precision: str    # fp32 | fp16 | int8
+    precision: str    # one of the runtime's PRECISIONS
     stands_for: str = ""
     round_to: int = 1  # `draw --device NAME` keeps a multiple of this many channels per layer
     path: str = ""    # the TOML it was read from
@@ -62,7 +61,7 @@ class DeviceProfile:
     @property
     def format(self) -> str:
         """The export format this profile runs."""
-        return {"onnxruntime": "onnx", "executorch": "executorch", "ncnn": "ncnn"}[self.runtime]
+        return get_runtime(self.runtime).format
 
     @property
     def int8(self) -> bool:
@@ -111,16 +110,18 @@ def _problem(raw: dict) -> tuple[str, str] | None:
     for key in ("runtime", "provider", "precision", "stands_for"):
         if key in raw and not isinstance(raw[key], str):
             return key, f"must be a string, not {raw[key]!r}"
-    if raw["runtime"] not in RUNTIMES:
-        return "runtime", f"unknown runtime {raw['runtime']!r} (known: {', '.join(RUNTIMES)})"
-    if raw["provider"] not in RUNTIMES[raw["runtime"]]:
+    if raw["runtime"] not in runtime_names():
+        return "runtime", f"unknown runtime {raw['runtime']!r} (known: {', '.join(runtime_names())})"
+    runtime = get_runtime(raw["runtime"])
+    if raw["provider"] not in runtime.providers:
         return "provider", (f"unknown provider {raw['provider']!r} for {raw['runtime']} "
-                            f"(known: {', '.join(RUNTIMES[raw['runtime']])})")
+                            f"(known: {', '.join(runtime.providers)})")
     for key in ("threads", "round_to"):
         if key in raw and not _positive_int(raw[key]):
             return key, f"must be a positive integer, not {raw[key]!r}"
-    if raw["precision"] not in PRECISIONS:
-        return "precision", f"unknown precision {raw['precision']!r} (known: {', '.join(PRECISIONS)})"
+    if raw["precision"] not in runtime.precisions:
+        return "precision", (f"unknown precision {raw['precision']!r} for {raw['runtime']} "
+                             f"(known: {', '.join(runtime.precisions)})")
     if "ssh" in raw:
         return _ssh_problem(raw["ssh"])
     return None
@@ -151,14 +152,20 @@ def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfi
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
         raise EdgeticketError(f"device profile {path} is not valid TOML: {error}",
                               hint="a profile looks like: " + EXAMPLE.replace("\n", "; ")) from None
-    problem = _problem(raw)
+    return profile_from(raw, Path(path.name).stem, str(path), builtin)
+
+
+def profile_from(raw: dict, name: str, where: str, builtin: bool = False) -> DeviceProfile:
+    """A profile from its keys (a TOML's, or a runtime file's DEVICES entry), checked; `where` names its source."""
+    problem = _problem(dict(raw))
     if problem:
         key, what = problem
         example = (SSH_EXAMPLE if key.startswith("ssh") else EXAMPLE).replace("\n", "; ")
-        raise EdgeticketError(f"device profile {path}: key '{key}': {what}",
+        raise EdgeticketError(f"device profile {where}: key '{key}': {what}",
                               hint=f"fix or remove the file; a profile looks like: {example}")
+    raw = dict(raw)
     ssh = SshTarget(**raw.pop("ssh")) if "ssh" in raw else None
-    return DeviceProfile(Path(path.name).stem, **raw, path=str(path), builtin=builtin, ssh=ssh)
+    return DeviceProfile(name, **raw, path=where, builtin=builtin, ssh=ssh)
 
 
 def builtin_files() -> dict[str, Traversable]:
@@ -200,6 +207,13 @@ def list_devices() -> list[DeviceProfile | BrokenProfile]:
                 found[path.stem] = BrokenProfile(path.stem, str(path), error)
     for name, path in builtin_files().items():
         found.setdefault(name, read_profile(path, builtin=True))
+    for runtime in list_runtimes():  # profiles a runtime plugin brings (DEVICES), under its file's name
+        for name, raw in runtime.devices.items():
+            where = f"{runtime.source}: DEVICES['{name}']"
+            try:
+                found.setdefault(name, profile_from({"runtime": runtime.name, **raw}, name, where))
+            except EdgeticketError as error:
+                found.setdefault(name, BrokenProfile(name, where, error))
     return sorted(found.values(), key=lambda p: p.name)
 
 
@@ -225,33 +239,14 @@ def unavailable_reason(profile: DeviceProfile | BrokenProfile) -> str | None:
         return f"broken profile: {profile.error.message}"
     if profile.ssh:
         return None  # the board is probed when the profile is used: a bench says what it lacks
-    if profile.runtime == "onnxruntime":
-        import onnxruntime as ort
-        if ORT_PROVIDERS[profile.provider] not in ort.get_available_providers():
-            return (f"onnxruntime here has {', '.join(ort.get_available_providers())}; {profile.provider} needs "
-                    "onnxruntime-gpu and an NVIDIA GPU")
-        return None
-    if profile.runtime == "executorch":
-        from ..export.executorch import runtime_available
-        return runtime_available()
-    from ..export.ncnn import runtime_available, vulkan_devices
-    reason = runtime_available()
-    if reason or profile.provider != "vulkan":
-        return reason
-    return None if vulkan_devices() else "no Vulkan device (install mesa-vulkan-drivers libvulkan1 for lavapipe, or use a GPU)"
+    return get_runtime(profile.runtime).unavailable_reason(profile.provider)
 
 
 def timing_note(profile: DeviceProfile, cpu: CpuInfo | None = None, cpus: int | None = None) -> str | None:
     """Why a profile's timings should not be read as the device's, when they should not (`cpu`, `cpus`: the
     machine it ran on)."""
     cpu, cpus = cpu or cpu_info(), cpus or os.cpu_count()
-    if profile.provider in ("cpu", "xnnpack") and cpus and profile.threads > cpus:
+    runtime = get_runtime(profile.runtime)
+    if profile.provider in runtime.cpu_providers and cpus and profile.threads > cpus:
         return f"{profile.threads} threads on {cpus} cores: the device's timing would differ"
-    if profile.runtime == "ncnn" and profile.provider == "cpu" and profile.precision == "fp16" and not cpu.fp16_arithmetic:
-        return "no fp16 arithmetic on this CPU (asimdhp, avx512_fp16): ncnn runs its fp32 kernels, not the fp16 path"
-    if profile.provider == "vulkan" and not profile.ssh:  # a board's GPU is its own
-        from ..export.ncnn import is_software, vulkan_devices
-        devices = vulkan_devices()
-        if devices and all(is_software(d) for d in devices):
-            return f"software Vulkan ({devices[0]['name']}): correctness only, timing not meaningful"
-    return None
+    return runtime.timing_note(profile, cpu)

@@ -20,8 +20,9 @@ from ..export import artifact_metadata
 from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
-from .devices import DeviceProfile, announce, get_device, timing_note
-from .runner import NCNN_PARAM, LatencyStats
+from .devices import DeviceProfile, announce, get_device, list_devices, timing_note
+from ..runtimes import Runtime, list_runtimes, runtime_for_path
+from .runner import LatencyStats
 from .transport import run_local
 
 
@@ -97,39 +98,60 @@ class BenchResult:
             probe.get("governor") and f"governor {probe['governor']}", heat and f"{heat['celsius']:.0f} C"]))
 
 
+def artifact_runtime(path: Path) -> Runtime:
+    """The runtime whose format `path` is (checked_model has made sure there is one)."""
+    runtime = runtime_for_path(path)
+    if runtime is None:
+        raise EdgeticketError(f"no runtime runs '{path.name}'",
+                              hint="export it with `edgeticket export`; see `edgeticket devices` for the runtimes")
+    return runtime
+
+
 def default_device(path: str | Path) -> str:
     """The profile that runs an artifact as exported."""
     path = Path(path)
-    if path.suffix == ".pte":
-        return "executorch-xnnpack-1t"
-    if path.suffix == ".ncnn" or path.is_dir():
-        return "ncnn-cpu-1t"
+    runtime = artifact_runtime(path)
     precision = known_metadata(path).get("edgeticket.precision", "fp32") if path.exists() else "fp32"
-    return "ort-int8-1t" if precision == "int8" else "ort-cpu-1t"
+    if precision in runtime.default_devices:
+        return runtime.default_devices[precision]
+    fits = [p.name for p in list_devices() if getattr(p, "runtime", None) == runtime.name and p.precision == precision]
+    if not fits:
+        raise EdgeticketError(f"no device profile runs {runtime.name} {precision}",
+                              hint="pass --device with a profile's TOML (see `edgeticket devices`)")
+    return fits[0]
 
 
 def checked_model(path: str | Path) -> Path:
-    """An exported model that exists: an .onnx or .pte file, or an ncnn folder; a ticket goes to --all-devices."""
+    """An exported model that exists, in a registered runtime's format; a ticket goes to --all-devices."""
     path = Path(path)
     if not path.exists():
         raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
     if path.suffix == ".ticket":
         raise EdgeticketError(f"{path.name} is a ticket, not an exported model",
                               hint="bench it on every profile with --all-devices, or export it first")
-    if path.is_dir() and not (path / NCNN_PARAM).is_file():
-        raise EdgeticketError(f"{path} is a folder but not an ncnn export (no {NCNN_PARAM})",
-                              hint="pass an .onnx or .pte file, or a .ncnn folder from `edgeticket export`")
+    runtime = runtime_for_path(path)
+    folders = [r for r in list_runtimes() if r.folder]
+    if path.is_dir() and (runtime is None or not all((path / f).is_file() for f in runtime.folder_files)):
+        raise EdgeticketError(f"{path} is a folder but not an {' or '.join(r.name for r in folders)} export (no "
+                              f"{' or '.join(', '.join(r.folder_files) for r in folders)})",
+                              hint="pass an exported file, or a folder from `edgeticket export`")
+    if runtime is None:
+        suffixes = ", ".join(r.suffix for r in list_runtimes())
+        raise EdgeticketError(f"no runtime runs '{path.name}' (known suffixes: {suffixes})",
+                              hint="export a ticket with `edgeticket export`; see `edgeticket devices`")
     return path
 
 
 def known_metadata(path: Path) -> dict[str, str]:
     """edgeticket's metadata; {} for a model edgeticket did not export (a foreign ONNX is benched from its
-    graph alone). An unreadable ONNX is still an error."""
+    graph alone). A format that holds metadata inside and does not read is still an error."""
+    runtime = runtime_for_path(path)
+    embedded = runtime.read_metadata(path) if runtime else None
+    if embedded is not None:
+        return embedded
     try:
         return artifact_metadata(path)
     except EdgeticketError:
-        if path.suffix == ".onnx":
-            raise
         return {}
 
 
@@ -149,24 +171,18 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def onnx_io(path: Path) -> tuple[list[int | str], list[int | str]]:
-    """The first graph input's and output's dimensions: an int where fixed, the dimension's name where not."""
-    import onnx
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    first_input = next((i for i in graph.input if i.name not in initializers), None)
-    if first_input is None or not graph.output:
-        raise EdgeticketError(f"{path.name} has no graph input or output", hint="is it an image classifier?")
-    dims = lambda value: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                          for d in value.type.tensor_type.shape.dim]
-    return dims(first_input), dims(graph.output[0])
+def model_io(path: Path) -> tuple[list[int | str], list[int | str]] | None:
+    """The model's input and output dimensions from its graph, where its format says (None where not)."""
+    read = artifact_runtime(path).model_io
+    return read(path) if read else None
 
 
 def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] | None) -> list[int]:
-    """Batch 1 at the size the model was exported for; a foreign ONNX's from its graph, where a dynamic batch
+    """Batch 1 at the size the model was exported for; a foreign model's from its graph (ONNX), where a dynamic batch
     becomes 1 and any other open dimension needs --input-shape (which must agree with the fixed ones)."""
-    if override and path.suffix == ".onnx":
-        dims, _ = onnx_io(path)
+    io = model_io(path) if override or "edgeticket.input_size" not in metadata else None
+    if override and io:
+        dims, _ = io
         if len(override) != len(dims) or any(isinstance(d, int) and d > 0 and d != want
                                              for d, want in list(zip(dims, override))[1:]):
             raise EdgeticketError(f"--input-shape {','.join(map(str, override))} does not fit {path.name}'s input "
@@ -175,10 +191,10 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
         return list(override)
     if "edgeticket.input_size" in metadata:
         return [1] + json.loads(metadata["edgeticket.input_size"])
-    if path.suffix != ".onnx":
+    if not io:
         raise EdgeticketError(f"{path.name} has no edgeticket metadata to read its input shape from",
                               hint="pass --input-shape 1,C,H,W")
-    dims, _ = onnx_io(path)
+    dims, _ = io
     shape = [1 if i == 0 and (not isinstance(d, int) or d == 0) else d for i, d in enumerate(dims)]
     if shape and shape[0] != 1:
         raise EdgeticketError(f"{path.name}'s batch is fixed at {shape[0]}; bench measures batch 1",
@@ -192,11 +208,12 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
 
 
 def model_classes(path: Path, metadata: dict[str, str]) -> int | None:
-    """How many classes the model predicts, where it says: edgeticket's class names, or a fixed ONNX output."""
+    """How many classes the model predicts, where it says: edgeticket's class names, or a fixed graph output."""
     if "edgeticket.class_names" in metadata:
         return len(json.loads(metadata["edgeticket.class_names"]))
-    if path.suffix == ".onnx":
-        per_image = onnx_io(path)[1][1:]  # [N, 10] and [N, 10, 1, 1] both predict 10 classes
+    io = model_io(path)
+    if io:
+        per_image = io[1][1:]  # [N, 10] and [N, 10, 1, 1] both predict 10 classes
         if per_image and all(isinstance(d, int) and d > 0 for d in per_image):
             return math.prod(per_image)
     return None
@@ -222,8 +239,7 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     profile = get_device(profile) if isinstance(profile, str) else profile
     if config.threads:
         profile = replace(profile, threads=config.threads)
-    if path.suffix == ".onnx" and profile.format != "onnx" or path.suffix in (".pte", ".ncnn") and \
-            profile.format != {".pte": "executorch", ".ncnn": "ncnn"}[path.suffix]:
+    if artifact_runtime(path).name != profile.runtime:
         raise EdgeticketError(f"{path.name} cannot run on {profile.name} ({profile.runtime})",
                               hint=f"use --device {default_device(path)}, or export with --format {profile.format}")
     metadata = known_metadata(path)

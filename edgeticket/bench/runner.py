@@ -1,12 +1,13 @@
 """The bench runner: one self-contained script that times an exported model in its runtime and writes its logits.
 
-It imports the standard library, numpy and the one runtime it runs, nothing else: no edgeticket and no torch,
+It imports the standard library, numpy and the one runtime it runs (loading that runtime's file from
+edgeticket/runtimes/, or a plugin's, by its path), nothing else: no edgeticket and no torch,
 so a board needs neither and the memory it reports is the runtime's, not torch's. (ExecuTorch is the exception
 it cannot avoid: its Python runtime imports torch itself, so a .pte needs torch on the board; the result says
 so in `modules`.) The host runs it as `python -I runner.py JOB.json` and reads one JSON document from stdout;
 it computes accuracy, ECE and NLL from the logits, so none of that code is needed here.
 
-The job (paths relative to the job file): {"model", "runtime", "provider", "threads", "precision",
+The job (paths relative to the job file): {"model", "runtime", "runtime_file", "provider", "threads", "precision",
 "input_shape", "runs", "warmup", "min_seconds", "inputs": {NAME: FILE.npy}, "stop_when_stdin_closes"}
 (optional, for ssh). Each input is a batch [N, C, H, W]
 of uint8 pixels (scaled to [0, 1] here, as edgeticket's data loader does) or float32 pixels in [0, 1]; its
@@ -22,6 +23,7 @@ ru_maxrss only: on Linux it survives exec, so it would report the parent's (torc
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -35,8 +37,6 @@ from typing import Callable
 
 import numpy as np
 
-Predict = Callable[[np.ndarray], np.ndarray]
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 @dataclass
@@ -78,96 +78,28 @@ def timed_runs(run: Callable[[], object], runs: int, warmup: int, min_seconds: f
     return first * 1e3, LatencyStats.from_seconds(samples)
 
 
-# --- the runtimes: each opens a model for a provider, threads and precision, and maps [1, C, H, W] -> logits
+# --- the runtime: its file (edgeticket/runtimes/NAME.py, or a plugin's), loaded by path
 
-def onnxruntime_session(path: str | Path, threads: int = 1, provider: str = "cpu", precision: str = "fp32"):
-    """One onnxruntime session, for bench, eval and export checks alike: `threads` intra-op threads, nothing else."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    fp16 = provider == "tensorrt" and precision == "fp16"
-    return ort.InferenceSession(str(path), options, providers=[ORT_PROVIDERS[provider]],
-                                provider_options=[{"trt_fp16_enable": True}] if fp16 else None)
-
-
-def open_onnxruntime(path: str, provider: str, threads: int, precision: str) -> Predict:
-    session = onnxruntime_session(path, threads, provider, precision)
-    name = session.get_inputs()[0].name  # looked up once: this is the timed loop
-    return lambda images: session.run(None, {name: images})[0]
+def load_runtime(path: Path):
+    """The runtime file as a module of its own name, so a file called onnxruntime.py shadows no package; its top
+    level imports the standard library and numpy, its `open_model` the runtime itself. No __pycache__ is left
+    beside it: on a board, the folder holds only what the host pushed (and removes)."""
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location("edgeticket_runtime", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def executorch_method(path: str | Path, threads: int = 1):
-    """The program's `forward`. ExecuTorch's pip runtime imports torch (it links libtorch), so this does too."""
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's worker threads
-    return Runtime.get().load_program(str(path)).load_method("forward")
-
-
-def open_executorch(path: str, provider: str, threads: int, precision: str) -> Predict:
-    method = executorch_method(path, threads)
-    import torch  # already loaded by ExecuTorch: its tensors are the method's inputs
-    return lambda images: method.execute([torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))])[0].numpy()
-
-
-NCNN_PARAM, NCNN_BIN = "model.ncnn.param", "model.ncnn.bin"
-
-
-def set_ncnn_precision(opt, precision: str) -> None:
-    """ncnn's defaults turn on fp16 storage, packing and arithmetic wherever the hardware has them (bf16 storage
-    is one switch away): a model runs in the precision its profile names, so fp32 turns all of them off."""
-    fp16 = precision == "fp16"
-    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
-    opt.use_bf16_storage = opt.use_bf16_packed = False
-
-
-class NcnnModel:
-    """An ncnn folder (model.ncnn.param + model.ncnn.bin) on ncnn's CPU path or its Vulkan GPU path."""
-
-    def __init__(self, folder: str | Path, threads: int = 1, vulkan: bool = False, precision: str = "fp32"):
-        import ncnn
-        self.net = ncnn.Net()
-        self.net.opt.num_threads = threads
-        self.net.opt.use_vulkan_compute = vulkan
-        set_ncnn_precision(self.net.opt, precision)
-        folder = Path(folder)
-        if self.net.load_param(str(folder / NCNN_PARAM)) != 0 or self.net.load_model(str(folder / NCNN_BIN)) != 0:
-            raise RuntimeError(f"ncnn cannot load {folder}")
-        self.input, self.output = self.net.input_names()[0], self.net.output_names()[0]
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        import ncnn
-        outputs = []
-        for image in images:
-            extractor = self.net.create_extractor()
-            extractor.input(self.input, ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)).clone())
-            _, out = extractor.extract(self.output)
-            outputs.append(np.array(out).reshape(-1))
-        return np.stack(outputs)
-
-
-def open_ncnn(path: str, provider: str, threads: int, precision: str) -> Predict:
-    return NcnnModel(path, threads, vulkan=provider == "vulkan", precision=precision)
-
-
-# runtime -> (the function that opens a model, its importable module, its pip distributions)
-RUNTIMES = {"onnxruntime": (open_onnxruntime, "onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
-            "executorch": (open_executorch, "executorch", ("executorch",)),
-            "ncnn": (open_ncnn, "ncnn", ("ncnn",))}
-
-
-def runtime_version(runtime: str) -> str:
+def runtime_version(runtime) -> str:
     """The runtime's version from whichever of its pip distributions is installed (onnxruntime-gpu provides
     onnxruntime), else its module's __version__."""
-    _, module, distributions = RUNTIMES[runtime]
-    for name in distributions:
+    for name in runtime.DISTRIBUTIONS:
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return getattr(sys.modules.get(module), "__version__", "unknown")
+    return getattr(sys.modules.get(runtime.MODULE), "__version__", "unknown")
 
 
 # --- memory and the machine
@@ -242,8 +174,8 @@ def run(job: dict, folder: Path) -> dict:
     inputs = {name: np.load(folder / file) for name, file in job.get("inputs", {}).items()}  # before memory is measured
     baseline, startup_peak = status_mb("VmRSS"), status_mb("VmHWM")
     resets = baseline is not None and reset_peak()
-    open_model = RUNTIMES[job["runtime"]][0]
-    predict = open_model(str(folder / job["model"]), job["provider"], job["threads"], job["precision"])
+    runtime = load_runtime(folder / job["runtime_file"])
+    predict = runtime.open_model(str(folder / job["model"]), job["provider"], job["threads"], job["precision"])
     loaded, session_peak = status_mb("VmRSS"), status_mb("VmHWM")
     resets = resets and reset_peak()
     images = np.random.default_rng(0).random(job["input_shape"], dtype=np.float32)
@@ -253,7 +185,7 @@ def run(job: dict, folder: Path) -> dict:
         logits[name] = f"{name}.logits.npy"
         outputs = [np.asarray(predict(as_input(image)), np.float32).reshape(-1) for image in batch]
         np.save(folder / logits[name], np.stack(outputs) if outputs else np.zeros((0, 0), np.float32))
-    return {"runtime": job["runtime"], "runtime_version": runtime_version(job["runtime"]),
+    return {"runtime": job["runtime"], "runtime_version": runtime_version(runtime),
             "first_inference_ms": first_ms, "latency": latency.as_dict(),
             "memory": memory_record(baseline, startup_peak, loaded, session_peak, status_mb("VmHWM"), resets),
             "logits": logits, "modules": {name: name in sys.modules for name in ("torch", "edgeticket")},

@@ -35,9 +35,9 @@ import paramiko
 from ..console import info, progress_bar
 from ..errors import EdgeticketError
 from ..fileio import sha256_file
+from ..runtimes import get_runtime
 from .devices import SshTarget
-from .runner import RUNTIMES
-from .transport import RUNNER, BoardUnreachable, last_json, runner_output, save_inputs, write_job
+from .transport import RUNNER, BoardUnreachable, last_json, runner_output, runtime_file, save_inputs, write_job
 
 PROBE = Path(__file__).with_name("probe.py")
 CONNECT_SECONDS = 15
@@ -204,8 +204,8 @@ class Push:
 
 def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: str, files: list[str]) -> dict:
     """What the board is and has; one clear error for a missing or old Python, numpy or runtime."""
-    _, module, distributions = RUNTIMES[runtime]
-    request = {"module": module, "distributions": list(distributions), "workdir": on_board(target.workdir),
+    plugin = get_runtime(runtime)
+    request = {"module": plugin.module, "distributions": list(plugin.distributions), "workdir": on_board(target.workdir),
                "files": files}
     status, stdout, stderr = execute(client, "probe", [on_board(target.python), "-I", "-", json.dumps(request)],
                                      PROBE_SECONDS, PROBE.read_bytes())
@@ -225,8 +225,7 @@ def probe(client: paramiko.SSHClient, target: SshTarget, label: str, runtime: st
         raise EdgeticketError(f"Python {board['python']} {where} is too old: the runner needs 3.8 or newer",
                               hint=interpreter_hint)
     missing = ([("numpy", "numpy")] if board["numpy"] is None else []) + (
-        [(runtime, distributions[0] + (" torch" if runtime == "executorch" else ""))]  # its runtime imports torch
-        if board["runtime_version"] is None else [])
+        [(runtime, " ".join(plugin.board_packages))] if board["runtime_version"] is None else [])
     if missing:
         names = " and ".join(name for name, _ in missing)
         raise EdgeticketError(f"{names} {'is' if len(missing) == 1 else 'are'} not installed {where}",
@@ -344,6 +343,8 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
         staged = Path(work)
         push = Push(workdir, posixpath.join(workdir, f"run-{uuid.uuid4().hex[:12]}"))
         runner = push.add([(RUNNER, "runner.py")])[RUNNER]
+        source = runtime_file(job)  # in a folder of its own: beside the runner, onnxruntime.py would shadow
+        runtime = push.add([(source, source.name)])[source]  # the onnxruntime package
         models = push.add([(f, f"{model.name}/{f.name}") for f in sorted(model.iterdir())] if model.is_dir()
                           else [(model, model.name)])
         remote_model = posixpath.dirname(next(iter(models.values()))) if model.is_dir() else models[model]
@@ -351,7 +352,8 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
                          for name, path in save_inputs(staged, inputs).items()}
         job_file = write_job(staged, {**job, "stop_when_stdin_closes": True},
                              posixpath.relpath(remote_model, push.run_dir),
-                             {name: posixpath.relpath(path, push.run_dir) for name, path in remote_inputs.items()})
+                             {name: posixpath.relpath(path, push.run_dir) for name, path in remote_inputs.items()},
+                             posixpath.relpath(runtime, push.run_dir))
         board = probe(client, target, end.label, job["runtime"], sorted(push.files.values()))
         with pushed(client, push, job_file, board, end.label, keep) as (sftp, sent):
             status, stdout, stderr = execute(client, "runner", [on_board(target.python), "-I", runner,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeticketError
+from ..runtimes import get_runtime
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -30,12 +31,17 @@ def save_inputs(folder: Path, inputs: dict[str, np.ndarray]) -> dict[str, Path]:
     return paths
 
 
-def write_job(folder: Path, job: dict, model: str, inputs: dict[str, str]) -> Path:
-    """`folder`/job.json: `job` with its model and inputs (NAME -> FILE.npy) as the runner will find them from
-    there."""
+def write_job(folder: Path, job: dict, model: str, inputs: dict[str, str], runtime_file: str) -> Path:
+    """`folder`/job.json: `job` with its model, inputs (NAME -> FILE.npy) and runtime file as the runner will find
+    them from there."""
     path = folder / "job.json"
-    path.write_text(json.dumps({**job, "model": model, "inputs": inputs}))
+    path.write_text(json.dumps({**job, "model": model, "inputs": inputs, "runtime_file": runtime_file}))
     return path
+
+
+def runtime_file(job: dict) -> Path:
+    """The file of the job's runtime (edgeticket/runtimes/NAME.py, or a plugin's), which the runner loads."""
+    return get_runtime(job["runtime"]).source
 
 
 def last_json(stdout: str) -> dict | None:
@@ -71,7 +77,8 @@ def run_local(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
         job_file = write_job(folder, job, str(Path(job["model"]).resolve()),
-                             {name: path.name for name, path in save_inputs(folder, inputs).items()})
+                             {name: path.name for name, path in save_inputs(folder, inputs).items()},
+                             str(runtime_file(job)))
         try:
             process = subprocess.run([sys.executable, "-I", str(RUNNER), str(job_file)],
                                      capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)

@@ -1,64 +1,95 @@
-"""Exporters to edge formats; each checks its output against torch and leaves no file if the check fails."""
+"""Export a ticket to any registered runtime's format (edgeticket/runtimes/): write it, check it against torch,
+add edgeticket's metadata, and leave no file if the check fails."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..console import native_output_captured
 from ..errors import EdgeticketError
-from .checks import ExportCheckFailed, ExportReport  # noqa: F401
-from .onnx import export_onnx, read_metadata  # noqa: F401
+from ..fileio import atomic_dir, atomic_path, size_on_disk, write_json
+from ..runtimes import Runtime, list_runtimes, runtime_for_format, runtime_for_path
+from .checks import ExportCheckFailed, ExportReport, check_fp32, metadata  # noqa: F401
+from .onnx import read_metadata  # noqa: F401
 
-FORMATS = ("onnx", "executorch", "ncnn")
-SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "ncnn": ".ncnn"}
+META = "metadata.json"  # in a folder artifact; a file's goes beside it as <file>.json
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
     """The format an output path asks for (its suffix, as ultralytics does); a contradicting --format is refused,
     so `-o model.pte` never holds ONNX bytes."""
-    suffix = Path(path).suffix
-    inferred = next((name for name, known in SUFFIXES.items() if known == suffix), None)
-    if fmt is not None and fmt not in FORMATS:
-        raise EdgeticketError(f"unknown --format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
-    if fmt is None and inferred is None:
+    runtime = next((r for r in list_runtimes() if r.suffix == Path(path).suffix), None)
+    if fmt is not None:
+        runtime_for_format(fmt)  # an unknown format lists the known ones
+    if fmt is None and runtime is None:
+        suffixes = [r.suffix for r in list_runtimes()]
         raise EdgeticketError(f"cannot tell the format of '{Path(path).name}' from its suffix",
-                              hint="name it .onnx, .pte or .ncnn, or pass --format")
-    if fmt is not None and inferred is not None and fmt != inferred:
-        raise EdgeticketError(f"'{Path(path).name}' is a {inferred} name, but --format is {fmt}",
-                              hint=f"name the output *{SUFFIXES[fmt]}, or drop --format")
-    return fmt or inferred
+                              hint=f"name it {', '.join(suffixes[:-1])} or {suffixes[-1]}, or pass --format")
+    if fmt is not None and runtime is not None and fmt != runtime.format:
+        raise EdgeticketError(f"'{Path(path).name}' is a {runtime.format} name, but --format is {fmt}",
+                              hint=f"name the output *{runtime_for_format(fmt).suffix}, or drop --format")
+    return fmt or runtime.format
 
 
 def export(ticket, path: str | Path, fmt: str = "onnx", int8: bool = False, ticket_sha256: str | None = None,
            splits=None) -> ExportReport:
     """One entry point for every format; `splits` (calibration and held-out images) only for --int8."""
-    if fmt not in FORMATS:
-        raise EdgeticketError(f"unknown --format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
+    runtime = runtime_for_format(fmt)
     if int8:
-        if fmt != "onnx":
-            raise EdgeticketError(f"--int8 is for --format onnx, not {fmt}", hint="drop --int8 or use --format onnx")
+        int8_formats = [r.format for r in list_runtimes() if r.export_int8]
+        if not runtime.export_int8:
+            raise EdgeticketError(f"--int8 is for --format {' or '.join(int8_formats)}, not {fmt}",
+                                  hint=f"drop --int8 or use --format {int8_formats[0]}")
         if splits is None:
             raise EdgeticketError("--int8 calibrates on training images and checks on test images",
                                   hint="pass --data NAME (the target the ticket was finetuned on)")
-        from .quantize import export_onnx_int8
-        return export_onnx_int8(ticket, path, splits, ticket_sha256)
-    if fmt == "executorch":
-        from .executorch import export_executorch
-        return export_executorch(ticket, path, ticket_sha256)
-    if fmt == "ncnn":
-        from .ncnn import export_ncnn
-        return export_ncnn(ticket, path, ticket_sha256)
-    return export_onnx(ticket, path, ticket_sha256)
+        return runtime.export_int8(ticket, path, splits, ticket_sha256)
+    reason = runtime.unavailable_reason(runtime.check_provider)
+    if reason:
+        others = [r.format for r in list_runtimes() if r is not runtime and not r.unavailable_reason(r.check_provider)]
+        raise EdgeticketError(f"cannot export to {fmt}: {reason}", hint=f"use --format {' or '.join(others)}")
+    return export_checked(runtime, ticket, Path(path), ticket_sha256)
+
+
+def export_checked(runtime: Runtime, ticket, path: Path, ticket_sha256: str | None) -> ExportReport:
+    """The runtime writes the ticket, then runs it on seeded images against torch; metadata goes in (or beside)
+    only after the check passes, and the file or folder appears only then."""
+    with (atomic_dir if runtime.folder else atomic_path)(path) as staged:
+        with native_output_captured():  # converters (pnnx, ExecuTorch) print to the file descriptors
+            runtime.write(ticket.deployable(), ticket.example_input(), staged)
+        with native_output_captured():
+            predict = runtime.open_model(staged, runtime.check_provider, 1, "fp32",
+                                         hint="its own export: no file was written; try another --format")
+        diff, limit = check_fp32(runtime.format, predict, ticket)
+        entries = metadata(ticket, ticket_sha256)
+        if runtime.embeds_metadata:
+            runtime.embed_metadata(staged, entries)
+        else:
+            write_json(entries, sidecar(runtime, staged if runtime.folder else path))
+        size = size_on_disk(staged)
+    return ExportReport(str(path), runtime.format, "fp32", size, f"max |{runtime.name} - torch|", diff, limit)
+
+
+def sidecar(runtime: Runtime, path: Path) -> Path:
+    return path / META if runtime.folder else Path(f"{path}.json")
+
+
+def export_onnx(ticket, path: str | Path, ticket_sha256: str | None = None) -> ExportReport:
+    """The fp32 ONNX export that eval, the sweep and the benchmarks start from."""
+    return export(ticket, path, "onnx", ticket_sha256=ticket_sha256)
 
 
 def artifact_metadata(path: str | Path) -> dict[str, str]:
-    """edgeticket's metadata of any exported artifact (.onnx, .pte + .pte.json, .ncnn/ folder)."""
+    """edgeticket's metadata of any exported artifact: inside it where its format holds metadata (.onnx),
+    else the JSON beside it (<file>.json) or in it (<folder>/metadata.json)."""
     path = Path(path)
-    if path.suffix == ".onnx":
-        return read_metadata(path)
-    sidecar = path / "metadata.json" if path.is_dir() else Path(f"{path}.json")
-    if not sidecar.exists():
-        raise EdgeticketError(f"{path} has no edgeticket metadata ({sidecar.name})",
+    runtime = runtime_for_path(path)
+    embedded = runtime.read_metadata(path) if runtime else None
+    if embedded is not None:
+        return embedded
+    file = path / META if path.is_dir() else Path(f"{path}.json")
+    if not file.exists():
+        raise EdgeticketError(f"{path} has no edgeticket metadata ({file.name})",
                               hint="export it with `edgeticket export`")
-    return json.loads(sidecar.read_text())
-
+    return json.loads(file.read_text())

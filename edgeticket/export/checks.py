@@ -17,13 +17,7 @@ from .. import __version__
 from ..errors import EdgeticketError
 from ..ticket import Ticket
 
-# per-format fp32 tolerance (atol, rtol) on logits; why each is what it is:
-FP32_TOLERANCE = {
-    "onnx": (1e-4, 1e-6),       # the same fp32 kernels up to summation order (measured: <= 4e-6); relative
-                                # 1e-6 (~8 float32 ulps) so logits of 1e8 are not held to 1e-4
-    "executorch": (1e-3, 0.0),  # XNNPACK's own conv kernels and blocking (measured: <= 4e-6)
-    "ncnn": (1e-3, 1e-4),       # ncnn's own kernels (Winograd included) on fp32 weights: measured <= 7e-6 at
-}                               # logits of +-18 (resnet18 224x224); pnnx's default fp16 weights gave 3.5e-3
+# each runtime's fp32 tolerance (atol, rtol) on logits is its TOLERANCE, with why (edgeticket/runtimes/);
 # a runtime asked for fp16 (ncnn's fp16 storage and arithmetic, a TensorRT fp16 engine): ncnn's fp16 path on
 # lavapipe measured 9.8e-3 at logits of +-6.8 (digits ticket) and 1.7e-3 of the largest logit (resnet18 at 224)
 FP16_TOLERANCE = (1e-3, 1e-2)
@@ -56,13 +50,14 @@ def allowed_difference(tolerance: tuple[float, float], reference: np.ndarray) ->
 
 def check_fp32(fmt: str, run: Callable[[np.ndarray], np.ndarray], ticket: Ticket) -> tuple[float, float]:
     """(max |runtime - torch|, allowed) on seeded images, one at a time (edge runtimes run batch 1);
-    raises past the format's tolerance."""
+    raises past the tolerance of the format's runtime."""
+    from ..runtimes import runtime_for_format
     module = ticket.deployable()
     images = parity_inputs(ticket)
     with torch.no_grad():
         expected = module(images).numpy()
     got = np.concatenate([run(images[i:i + 1].numpy()) for i in range(len(images))])
-    diff, limit = float(np.abs(got - expected).max()), allowed_difference(FP32_TOLERANCE[fmt], expected)
+    diff, limit = float(np.abs(got - expected).max()), allowed_difference(runtime_for_format(fmt).tolerance, expected)
     if not diff <= limit:
         raise ExportCheckFailed(f"{fmt} parity check failed: max |runtime - torch| = {diff:.2e} > {limit:.1e}",
                                 hint="no file was written; try another format or report this model")

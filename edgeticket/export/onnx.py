@@ -13,9 +13,8 @@ import torch
 
 from ..data import TensorImages
 from ..errors import EdgeticketError
-from ..fileio import atomic_path
 from ..ticket import Ticket
-from .checks import ExportReport, check_fp32, metadata, parity_inputs
+from .checks import metadata
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -31,9 +30,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def open_session(path: str | Path, threads: int = 1, provider: str = "cpu") -> ort.InferenceSession:
     """The bench runner's onnxruntime session, with a clear error for a file onnxruntime cannot load."""
-    from ..bench.runner import onnxruntime_session
+    from ..runtimes.onnxruntime import session
     try:
-        return onnxruntime_session(path, threads, provider)
+        return session(path, threads, provider)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise EdgeticketError(f"onnxruntime cannot load {Path(path).name}: {str(error).splitlines()[0][:160]}",
                               hint="export it again with `edgeticket export`") from None
@@ -60,21 +59,27 @@ def add_metadata(path: Path, entries: dict[str, str]) -> None:
     onnx.save(graph, str(path))
 
 
-def write_onnx(ticket: Ticket, path: Path, ticket_sha256: str | None, opset: int = 18) -> None:
-    """Export (dynamic batch, one self-contained file), add metadata, run onnx.checker."""
-    example = parity_inputs(ticket, 2)
+def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = 18) -> None:
+    """Export (dynamic batch, one self-contained file); metadata is added after the parity check."""
     with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(ticket.deployable(), (example,), str(path), dynamo=True, verbose=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False,
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        torch.onnx.export(module, (example.repeat(2, 1, 1, 1),), str(path), dynamo=True, verbose=False,
+                          opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          external_data=False, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+
+
+def write_onnx(ticket: Ticket, path: Path, ticket_sha256: str | None) -> None:
+    """The ticket as an unchecked fp32 ONNX file with its metadata (int8 quantization starts from it)."""
+    write_graph(ticket.deployable(), ticket.example_input(), path)
     add_metadata(path, metadata(ticket, ticket_sha256))
 
 
-def export_onnx(ticket: Ticket, path: str | Path, ticket_sha256: str | None = None, opset: int = 18) -> ExportReport:
-    """Export and compare onnxruntime to torch; no file unless all pass."""
-    with atomic_path(path) as tmp:
-        write_onnx(ticket, tmp, ticket_sha256, opset)
-        session = open_session(tmp)
-        diff, limit = check_fp32("onnx", lambda images: run_onnx(session, images), ticket)
-        size = tmp.stat().st_size
-    return ExportReport(str(path), "onnx", "fp32", size, "max |onnxruntime - torch|", diff, limit)
+def graph_io(path: Path) -> tuple[list[int | str], list[int | str]]:
+    """The first graph input's and output's dimensions: an int where fixed, the dimension's name where not."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    first_input = next((i for i in graph.input if i.name not in initializers), None)
+    if first_input is None or not graph.output:
+        raise EdgeticketError(f"{path.name} has no graph input or output", hint="is it an image classifier?")
+    dims = lambda value: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                          for d in value.type.tensor_type.shape.dim]
+    return dims(first_input), dims(graph.output[0])

@@ -159,9 +159,9 @@ def test_keep_leaves_the_files_and_the_next_bench_does_not_send_them_again(board
     profile, workdir = board
     profile = read_profile(profile)
     first = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0, keep=True), digits_target())
-    assert len(first.board["pushed"]) == 3 and first.board["already_there"] == []  # runner, model, test images
+    assert len(first.board["pushed"]) == 4 and first.board["already_there"] == []  # runner, runtime, model, images
     kept = files_under(workdir)
-    assert sorted(Path(p).name for p in kept) == ["runner.py", "t.onnx", "test.npy"]  # not the job, nor its logits
+    assert sorted(Path(p).name for p in kept) == ["onnxruntime.py", "runner.py", "t.onnx", "test.npy"]  # not the job, nor its logits
     again = bench_artifact(digits_onnx, profile, BenchConfig(runs=2, warmup=0, seconds=0), digits_target())
     assert again.board["pushed"] == [] and sorted(again.board["already_there"]) == sorted(first.board["pushed"])
     assert again.accuracy == first.accuracy

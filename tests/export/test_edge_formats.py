@@ -6,7 +6,8 @@ import torch
 
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.export import ExportCheckFailed, artifact_metadata, checks, export
-from edgeticket.export.ncnn import NcnnModel
+from edgeticket.runtimes import get_runtime, ncnn as ncnn_runtime
+from edgeticket.runtimes.ncnn import NcnnModel
 
 pytestmark = pytest.mark.slow  # ExecuTorch and ncnn exports take seconds each
 
@@ -40,7 +41,7 @@ def test_ncnn_runs_the_precision_its_profile_names(ncnn_folder):
     assert fp16["use_fp16_storage"] and fp16["use_fp16_arithmetic"] and not fp16["use_bf16_storage"]
 
 
-@pytest.mark.parametrize("precision, tolerance", [("fp32", checks.FP32_TOLERANCE["ncnn"]),
+@pytest.mark.parametrize("precision, tolerance", [("fp32", ncnn_runtime.TOLERANCE),
                                                    ("fp16", checks.FP16_TOLERANCE)])
 def test_ncnn_logits_and_accuracy_on_every_test_image(digits_ticket, digits, ncnn_folder, precision, tolerance):
     """fp32 ncnn gives torch's logits within the fp32 tolerance and exactly torch's accuracy on all 599 test digits;
@@ -68,7 +69,7 @@ def test_fp32_formats_match_torch_and_carry_metadata(digits_ticket, tmp_path, fm
 
 @pytest.mark.parametrize("fmt, suffix", [("executorch", ".pte"), ("ncnn", ".ncnn")])
 def test_failed_check_leaves_nothing(digits_ticket, tmp_path, monkeypatch, fmt, suffix):
-    monkeypatch.setitem(checks.FP32_TOLERANCE, fmt, (-1.0, 0.0))
+    monkeypatch.setattr(get_runtime(fmt).plugin, "TOLERANCE", (-1.0, 0.0))
     with pytest.raises(ExportCheckFailed, match="parity"):
         export(digits_ticket, tmp_path / f"m{suffix}", fmt)
     assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ import torch
 
 from edgeticket.errors import EdgeticketError
 from edgeticket.export import checks, export_onnx, onnx as onnx_export, read_metadata
+from edgeticket.runtimes import onnxruntime as onnxruntime_runtime
 from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.tickets import DrawConfig, draw_ticket
 
@@ -33,7 +34,7 @@ def test_export_matches_torch_with_normalization_inside(ticket, tmp_path):
 
 def test_failed_parity_leaves_no_file(ticket, tmp_path, monkeypatch):
     (tmp_path / "old.onnx").write_bytes(b"keep me")
-    monkeypatch.setitem(checks.FP32_TOLERANCE, "onnx", (-1.0, 0.0))
+    monkeypatch.setattr(onnxruntime_runtime, "TOLERANCE", (-1.0, 0.0))
     with pytest.raises(EdgeticketError, match="parity"):
         export_onnx(ticket, tmp_path / "old.onnx")
     with pytest.raises(EdgeticketError):

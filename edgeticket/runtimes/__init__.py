@@ -1,0 +1,281 @@
+"""Edge runtimes as plugins: one Python file each, found in this package, in the `edgeticket.runtimes` entry
+point group, or as `*.py` files in the folders of $EDGETICKET_RUNTIMES (separated by ':').
+
+A runtime file declares, at its top level (the README's "Add a runtime" shows a whole one):
+
+    NAME = "onnxruntime"             what a device profile's `runtime` names
+    FORMAT = "onnx"                  what `export --format` names
+    SUFFIX = ".onnx"                 its artifact's suffix (a file; a folder when FOLDER_FILES is set)
+    PROVIDERS = ("cpu", "cuda")      a profile's `provider`: the first is the one exports are checked on
+    PRECISIONS = ("fp32", "int8")    a profile's `precision`
+    TOLERANCE = (1e-4, 1e-6)         fp32 parity with torch: atol + rtol * max |torch logit|
+    MODULE = "onnxruntime"           what the runner imports; its version comes from
+    DISTRIBUTIONS = ("onnxruntime",)  the first of these pip distributions that is installed
+    def open_model(path, provider, threads, precision): images [N, C, H, W] float32 -> logits [N, classes]
+    def write(module, example, path): the torch module (eval, pixels in [0, 1]) as an artifact at `path`
+
+and optionally ORDER (where lists put it), CPU_PROVIDERS, FOLDER_FILES, BOARD_PACKAGES, DEVICES, DEFAULT_DEVICES,
+unavailable_reason(provider), timing_note(profile, cpu), read_metadata(path), embed_metadata(path, entries),
+export_int8(ticket, path, splits, ticket_sha256) and model_io(path) (see `Runtime`).
+
+The torch-free bench runner loads the same file by its path, here or on a board, and calls `open_model`; so
+its top level imports the standard library and numpy only, and `write` and the rest import what they need
+(torch, edgeticket) inside. That one file is the whole runtime: everything else asks this registry."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+from ..errors import EdgeticketError
+from ..registry import Registry
+
+Predict = Callable[[np.ndarray], np.ndarray]
+REQUIRED = ("NAME", "FORMAT", "SUFFIX", "PROVIDERS", "PRECISIONS", "TOLERANCE", "MODULE", "DISTRIBUTIONS",
+            "open_model", "write")
+ENTRY_POINTS = "edgeticket.runtimes"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime file's module, typed: what edgeticket asks of it (read from the module each time, so a test
+    can patch a runtime's TOLERANCE where it lives)."""
+    plugin: ModuleType
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> "Runtime":
+        missing = [name for name in REQUIRED if not hasattr(module, name)]
+        if missing:
+            raise EdgeticketError(f"runtime plugin {module.__file__} does not declare {', '.join(missing)}",
+                                  hint="a runtime file declares " + ", ".join(REQUIRED) + " (see the README)")
+        return cls(module)
+
+    name = property(lambda self: str(self.plugin.NAME))
+    format = property(lambda self: str(self.plugin.FORMAT))
+    suffix = property(lambda self: str(self.plugin.SUFFIX))
+    providers = property(lambda self: tuple(self.plugin.PROVIDERS))
+    precisions = property(lambda self: tuple(self.plugin.PRECISIONS))
+    tolerance = property(lambda self: tuple(self.plugin.TOLERANCE))
+    module = property(lambda self: str(self.plugin.MODULE))
+    distributions = property(lambda self: tuple(self.plugin.DISTRIBUTIONS))
+    source = property(lambda self: Path(self.plugin.__file__), doc="the file the runner loads")
+    cpu_providers = property(lambda self: tuple(getattr(self.plugin, "CPU_PROVIDERS", ("cpu",))),
+                             doc="providers whose `threads` are CPU cores")
+    folder_files = property(lambda self: tuple(getattr(self.plugin, "FOLDER_FILES", ())),
+                            doc="an artifact that is a folder holds these files")
+    board_packages = property(lambda self: tuple(getattr(self.plugin, "BOARD_PACKAGES", self.distributions[:1])),
+                              doc="what `pip install` needs on a board to run it")
+    default_devices = property(lambda self: dict(getattr(self.plugin, "DEFAULT_DEVICES", {})),
+                               doc="an artifact's precision -> the profile that runs it as exported")
+    devices = property(lambda self: dict(getattr(self.plugin, "DEVICES", {})),
+                       doc="device profiles the runtime brings: name -> a profile's keys, as in its TOML")
+
+    @property
+    def builtin(self) -> bool:
+        return self.plugin.__name__.startswith(f"{__name__}.")
+
+    def as_dict(self) -> dict:
+        """What `devices --json` shows of it, with whether it runs here (on its first provider)."""
+        reason = self.unavailable_reason(self.check_provider)
+        return {"name": self.name, "format": self.format, "suffix": self.suffix, "providers": list(self.providers),
+                "precisions": list(self.precisions), "tolerance": list(self.tolerance), "version": self.version(),
+                "source": str(self.source), "builtin": self.builtin, "available": reason is None,
+                "reason": reason or ""}
+
+    def _optional(self, name: str) -> Callable | None:
+        return getattr(self.plugin, name, None)
+
+    @property
+    def folder(self) -> bool:
+        return bool(self.folder_files)
+
+    @property
+    def check_provider(self) -> str:
+        """The provider exports are checked on (this machine's CPU, for the built-in runtimes)."""
+        return self.providers[0]
+
+    def open_model(self, path: str | Path, provider: str, threads: int = 1, precision: str = "fp32",
+                   hint: str = "export it again with `edgeticket export`") -> Predict:
+        """The model in this process (export checks, eval); the runtime's own error for a file it cannot load
+        becomes one line."""
+        try:
+            return self.plugin.open_model(str(path), provider, threads, precision)
+        except EdgeticketError:
+            raise
+        except Exception as error:  # runtimes raise their own untyped errors for bad files
+            first = (str(error).splitlines() or [type(error).__name__])[0][:160]
+            raise EdgeticketError(f"{self.name} cannot load {Path(path).name}: {first}", hint=hint) from None
+
+    def write(self, module, example, path: Path) -> None:
+        self.plugin.write(module, example, path)
+
+    def unavailable_reason(self, provider: str) -> str | None:
+        """None when this runtime (with `provider`) runs and exports here, else why not and what to install."""
+        check = self._optional("unavailable_reason")
+        if check:
+            return check(provider)
+        if importlib.util.find_spec(self.module) is None:
+            return f"{self.module} is not installed; pip install {' '.join(self.board_packages)}"
+        return None
+
+    def timing_note(self, profile, cpu) -> str | None:
+        """Why this profile's timings on `cpu` should not be read as the device's (None: they can be)."""
+        note = self._optional("timing_note")
+        return note(profile, cpu) if note else None
+
+    def version(self) -> str | None:
+        """The installed version here, from the first of its distributions found; None if none is."""
+        for name in self.distributions:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return None
+
+    @property
+    def embeds_metadata(self) -> bool:
+        return self._optional("embed_metadata") is not None
+
+    def embed_metadata(self, path: Path, entries: dict[str, str]) -> None:
+        self.plugin.embed_metadata(path, entries)
+
+    def read_metadata(self, path: Path) -> dict[str, str] | None:
+        """Metadata inside the artifact (None: this runtime keeps it in a JSON beside or inside the folder)."""
+        read = self._optional("read_metadata")
+        return read(path) if read else None
+
+    @property
+    def export_int8(self) -> Callable | None:
+        """(ticket, path, splits, ticket_sha256) -> ExportReport, for a runtime that runs static int8 models."""
+        return self._optional("export_int8")
+
+    @property
+    def model_io(self) -> Callable | None:
+        """(path) -> (input dims, output dims) of a model edgeticket did not export, where the format says."""
+        return self._optional("model_io")
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime")
+_discovered = False
+
+
+def register_runtime(module: ModuleType) -> ModuleType:
+    """Register a runtime file's module (discovery calls this for each one it finds)."""
+    runtime = Runtime.from_module(module)
+    if runtime.name in RUNTIMES:
+        raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source} is already registered "
+                              f"(by {RUNTIMES.get(runtime.name).source})", hint="rename it or remove one")
+    clash = next((r for r in _all() if r.format == runtime.format or r.suffix == runtime.suffix), None)
+    if clash:
+        raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source} reuses format '{runtime.format}' or "
+                              f"suffix '{runtime.suffix}' of '{clash.name}'", hint="give it its own FORMAT and SUFFIX")
+    RUNTIMES.add(runtime.name, runtime)
+    return module
+
+
+def plugin_dirs() -> list[Path]:
+    return [Path(p) for p in os.environ.get("EDGETICKET_RUNTIMES", "").split(os.pathsep) if p]
+
+
+def load_file(path: Path) -> ModuleType:
+    """A plugin file as a module named after it (edgeticket_plugin_<stem>), so it shadows no real package."""
+    name = f"edgeticket_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise EdgeticketError(f"runtime plugin {path} does not import: {type(error).__name__}: {error}",
+                              hint="fix it, or take its folder out of $EDGETICKET_RUNTIMES") from None
+    return module
+
+
+def discover() -> None:
+    """Register every runtime once: this package's files, then entry points, then $EDGETICKET_RUNTIMES. A broken
+    plugin is an error naming its file, every time it is looked for (nothing half-registered stays)."""
+    global _discovered
+    if _discovered:
+        return
+    try:
+        builtins = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+        for module in sorted(builtins, key=lambda m: getattr(m, "ORDER", 100)):
+            register_runtime(module)
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            register_runtime(load_entry_point(entry))
+        for folder in plugin_dirs():
+            if not folder.is_dir():
+                raise EdgeticketError(f"$EDGETICKET_RUNTIMES names {folder}, which is not a folder",
+                                      hint="list folders of runtime .py files, separated by ':'")
+            for path in sorted(folder.glob("*.py")):
+                register_runtime(load_file(path))
+    except BaseException:
+        RUNTIMES.clear()
+        raise
+    _discovered = True
+
+
+def load_entry_point(entry: importlib.metadata.EntryPoint) -> ModuleType:
+    try:
+        return entry.load()
+    except Exception as error:
+        raise EdgeticketError(f"runtime plugin entry point {entry.value} does not import: {type(error).__name__}: "
+                              f"{error}", hint=f"fix or uninstall the package that provides {entry.value}") from None
+
+
+def reset() -> None:
+    """Forget what discovery found, so the next lookup looks again (a test, or a long-lived process after a
+    plugin was installed)."""
+    global _discovered
+    RUNTIMES.clear()
+    _discovered = False
+
+
+def _all() -> list[Runtime]:
+    return RUNTIMES.entries()
+
+
+def list_runtimes() -> list[Runtime]:
+    discover()
+    return _all()
+
+
+def get_runtime(name: str) -> Runtime:
+    discover()
+    return RUNTIMES.get(name)
+
+
+def runtime_names() -> list[str]:
+    """The built-in runtimes (by their ORDER), then plugins."""
+    return [runtime.name for runtime in list_runtimes()]
+
+
+def formats() -> list[str]:
+    return [runtime.format for runtime in list_runtimes()]
+
+
+def runtime_for_format(fmt: str) -> Runtime:
+    runtime = next((r for r in list_runtimes() if r.format == fmt), None)
+    if runtime is None:
+        raise EdgeticketError(f"unknown --format '{fmt}'", hint=f"choose one of: {', '.join(formats())}")
+    return runtime
+
+
+def runtime_for_path(path: str | Path) -> Runtime | None:
+    """The runtime whose artifacts `path` names: by suffix, or a folder holding a folder runtime's files."""
+    path = Path(path)
+    by_suffix = next((r for r in list_runtimes() if r.suffix == path.suffix), None)
+    if by_suffix or not path.is_dir():
+        return by_suffix
+    return next((r for r in list_runtimes() if r.folder and all((path / f).is_file() for f in r.folder_files)), None)
