@@ -1,5 +1,5 @@
 """Runtimes as plugins: the contract every runtime file keeps, the registry's errors, and a runtime from outside
-the package (examples/numpy_linear.py) that `devices`, `export` and `bench` run through with no other file
+the package (examples/runtimes/numpy_linear.py) that `devices`, `export` and `bench` run through with no other file
 touched, found through a plugin path and through an entry point."""
 
 import ast
@@ -26,7 +26,7 @@ from edgeticket.models.archs import ARCHS, ArchSpec
 from edgeticket.tickets import Ticket
 
 ROOT = Path(__file__).parents[2]
-EXAMPLE = ROOT / "examples" / "numpy_linear.py"
+EXAMPLE = ROOT / "examples" / "runtimes" / "numpy_linear.py"
 BUILTIN_FILES = sorted((ROOT / "edgeticket" / "runtimes").glob("[!_]*.py"))
 
 
@@ -242,3 +242,10 @@ def test_the_branch_finder_finds_a_branch(tmp_path):
     planted = tmp_path / "planted.py"
     planted.write_text('if runtime == "ncnn":\n    pass\nTOLERANCE = {"onnx": 1}\nok = name.endswith(".pte")\n')
     assert branches_on(planted, runtime_words()) == [(1, "ncnn"), (3, "onnx"), (4, ".pte")]
+
+
+def test_the_readme_shows_the_example_runtime_whole():
+    """The README's plugin example is this tested file, character for character, and its command names it."""
+    readme = (ROOT / "README.md").read_text()
+    assert EXAMPLE.read_text() in readme
+    assert f"EDGETICKET_RUNTIMES={EXAMPLE.parent.relative_to(ROOT)} edgeticket devices" in readme
