@@ -180,7 +180,8 @@ def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = 
     from .fileio import check_output, sha256_file
     from .runtimes import runtime_for_format
     fmt = format_for(output, format)
-    check_output(output, None if isinstance(ticket, Ticket) else ticket, folder=runtime_for_format(fmt).folder)
+    source = None if isinstance(ticket, Ticket) else ticket
+    check_output(output, source, folder=runtime_for_format(fmt).folder)
     loaded = _ticket(ticket)
     name = data or (loaded.provenance.target if int8 else None)
     splits = _splits(name, loaded, data_root) if int8 and name else None

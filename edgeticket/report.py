@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import EdgeticketError
+from .runtimes import reference_runtime
 from .fileio import atomic_path, write_json, write_text
 
 LATENCY_DEVICE = "ort-cpu-1t"  # the accuracy-vs-latency plot's device; the tables show every benched one
@@ -61,7 +62,8 @@ def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
             latency.setdefault(bench["ticket_sha256"], {})[bench["device"]] = bench["latency"]["p50_ms"]
             sizes.setdefault(bench["ticket_sha256"], bench.get("file_size_bytes"))
     torch_tickets = {e["ticket_sha256"] for _, e in evals if e["runtime"] == "torch"}
-    onnx_evals = {e["ticket_sha256"]: e for _, e in evals if e["runtime"] != "torch"}  # an exported model's
+    reference = reference_runtime().name
+    onnx_evals = {e["ticket_sha256"]: e for _, e in evals if e["runtime"] == reference}
     rows = []
     for path, result in evals:
         if result["runtime"] != "torch" and result["ticket_sha256"] in torch_tickets:

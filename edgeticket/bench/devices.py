@@ -207,7 +207,7 @@ def list_devices() -> list[DeviceProfile | BrokenProfile]:
                 found[path.stem] = BrokenProfile(path.stem, str(path), error)
     for name, path in builtin_files().items():
         found.setdefault(name, read_profile(path, builtin=True))
-    for runtime in list_runtimes():  # profiles a runtime plugin brings (DEVICES), under its file's name
+    for runtime in list_runtimes():  # profiles a runtime plugin brings (its DEVICES), after the built-in ones
         for name, raw in runtime.devices.items():
             where = f"{runtime.source}: DEVICES['{name}']"
             try:

@@ -54,7 +54,10 @@ def temperature_c():
 def version(distributions, module):
     """The module's version from its pip distributions; None when the module is not importable."""
     import importlib.util  # here, not above: Python 2 has no importlib.util, and must still hear it is too old
-    if importlib.util.find_spec(module) is None:
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except ImportError:  # a dotted module whose package is missing (tflite_runtime.interpreter)
         return None
     for name in distributions:
         try:

@@ -21,7 +21,7 @@ from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from .devices import DeviceProfile, announce, get_device, list_devices, timing_note
-from ..runtimes import Runtime, list_runtimes, runtime_for_path
+from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
 from .runner import LatencyStats
 from .transport import run_local
 
@@ -98,13 +98,17 @@ class BenchResult:
             probe.get("governor") and f"governor {probe['governor']}", heat and f"{heat['celsius']:.0f} C"]))
 
 
-def artifact_runtime(path: Path) -> Runtime:
-    """The runtime whose format `path` is (checked_model has made sure there is one)."""
+def artifact_runtime(path: Path, profile: DeviceProfile | None = None) -> Runtime:
+    """The runtime whose format `path` is by its suffix; for a suffix no runtime has, the profile's (the user
+    said which runtime runs it)."""
     runtime = runtime_for_path(path)
-    if runtime is None:
-        raise EdgeticketError(f"no runtime runs '{path.name}'",
-                              hint="export it with `edgeticket export`; see `edgeticket devices` for the runtimes")
-    return runtime
+    if runtime is not None:
+        return runtime
+    if profile is None:
+        suffixes = ", ".join(r.suffix for r in list_runtimes())
+        raise EdgeticketError(f"cannot tell which runtime runs '{path.name}' from its suffix (known: {suffixes})",
+                              hint="pass --device NAME (see `edgeticket devices`), or name it with its format's suffix")
+    return get_runtime(profile.runtime)
 
 
 def default_device(path: str | Path) -> str:
@@ -122,7 +126,7 @@ def default_device(path: str | Path) -> str:
 
 
 def checked_model(path: str | Path) -> Path:
-    """An exported model that exists, in a registered runtime's format; a ticket goes to --all-devices."""
+    """An exported model that exists (a file, or a folder runtime's folder); a ticket goes to --all-devices."""
     path = Path(path)
     if not path.exists():
         raise EdgeticketError(f"no such model: {path}", hint="export one with `edgeticket export TICKET -o model.onnx`")
@@ -130,15 +134,11 @@ def checked_model(path: str | Path) -> Path:
         raise EdgeticketError(f"{path.name} is a ticket, not an exported model",
                               hint="bench it on every profile with --all-devices, or export it first")
     runtime = runtime_for_path(path)
-    folders = [r for r in list_runtimes() if r.folder]
-    if path.is_dir() and (runtime is None or not all((path / f).is_file() for f in runtime.folder_files)):
+    if path.is_dir() and not (runtime and runtime.folder and all((path / f).is_file() for f in runtime.folder_files)):
+        folders = [r for r in list_runtimes() if r.folder]
         raise EdgeticketError(f"{path} is a folder but not an {' or '.join(r.name for r in folders)} export (no "
                               f"{' or '.join(', '.join(r.folder_files) for r in folders)})",
                               hint="pass an exported file, or a folder from `edgeticket export`")
-    if runtime is None:
-        suffixes = ", ".join(r.suffix for r in list_runtimes())
-        raise EdgeticketError(f"no runtime runs '{path.name}' (known suffixes: {suffixes})",
-                              hint="export a ticket with `edgeticket export`; see `edgeticket devices`")
     return path
 
 
@@ -171,16 +171,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def model_io(path: Path) -> tuple[list[int | str], list[int | str]] | None:
-    """The model's input and output dimensions from its graph, where its format says (None where not)."""
-    read = artifact_runtime(path).model_io
-    return read(path) if read else None
+def model_io(path: Path, runtime: Runtime | None) -> tuple[list[int | str], list[int | str]] | None:
+    """The model's input and output dimensions from its graph, where its runtime reads them (None where not)."""
+    return runtime.model_io(path) if runtime and runtime.model_io else None
 
 
-def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] | None) -> list[int]:
+def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] | None,
+                runtime: Runtime | None = None) -> list[int]:
     """Batch 1 at the size the model was exported for; a foreign model's from its graph (ONNX), where a dynamic batch
     becomes 1 and any other open dimension needs --input-shape (which must agree with the fixed ones)."""
-    io = model_io(path) if override or "edgeticket.input_size" not in metadata else None
+    runtime = runtime or runtime_for_path(path)
+    io = model_io(path, runtime) if override or "edgeticket.input_size" not in metadata else None
     if override and io:
         dims, _ = io
         if len(override) != len(dims) or any(isinstance(d, int) and d > 0 and d != want
@@ -207,11 +208,11 @@ def input_shape(path: Path, metadata: dict[str, str], override: tuple[int, ...] 
     return shape
 
 
-def model_classes(path: Path, metadata: dict[str, str]) -> int | None:
+def model_classes(path: Path, metadata: dict[str, str], runtime: Runtime | None) -> int | None:
     """How many classes the model predicts, where it says: edgeticket's class names, or a fixed graph output."""
     if "edgeticket.class_names" in metadata:
         return len(json.loads(metadata["edgeticket.class_names"]))
-    io = model_io(path)
+    io = model_io(path, runtime)
     if io:
         per_image = io[1][1:]  # [N, 10] and [N, 10, 1, 1] both predict 10 classes
         if per_image and all(isinstance(d, int) and d > 0 for d in per_image):
@@ -239,13 +240,14 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     profile = get_device(profile) if isinstance(profile, str) else profile
     if config.threads:
         profile = replace(profile, threads=config.threads)
-    if artifact_runtime(path).name != profile.runtime:
+    runtime = artifact_runtime(path, profile)
+    if runtime.name != profile.runtime:
         raise EdgeticketError(f"{path.name} cannot run on {profile.name} ({profile.runtime})",
                               hint=f"use --device {default_device(path)}, or export with --format {profile.format}")
     metadata = known_metadata(path)
-    shape = input_shape(path, metadata, config.input_shape)
+    shape = input_shape(path, metadata, config.input_shape, runtime)
     if data is not None:
-        check_classes(path.name, model_classes(path, metadata), data.name, data.classes)
+        check_classes(path.name, model_classes(path, metadata, runtime), data.name, data.classes)
     inputs = {}
     if data is not None:
         inputs["test"] = data.test.images[:config.images or len(data.test)].numpy()  # uint8: scaled there
@@ -277,7 +279,8 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     cpu = parse_cpuinfo(out["machine"]["cpuinfo"], out["machine"]["arch"])
     timing = timing_note(profile, cpu, out["machine"]["cpus"])
     notes = [timing, int8_weights_note(metadata, cpu),
-             "ExecuTorch's Python runtime loads torch: its memory is in these figures" if out["modules"]["torch"] else None,
+             f"{profile.runtime}'s Python runtime loads torch: its memory is in these figures"
+             if out["modules"]["torch"] else None,
              None if metadata else "foreign model: pixels in [0, 1] at batch 1" + (
                  f"; {data.name} images resized to {shape[2]}x{shape[3]}, {shape[1]} channel(s)" if data else "")]
     memory = out["memory"]
@@ -296,10 +299,12 @@ def bench_model(path: str | Path, device: str | None = None, data: str | None = 
     """`edgeticket bench MODEL`: on the profile that runs its format unless `device` says; accuracy on `data`,
     which defaults to the target the exported ticket was finetuned on (a foreign model has none: latency only)."""
     path = checked_model(path)
+    profile = get_device(device or default_device(path))
     metadata = known_metadata(path)
     name = data or metadata_target(metadata)
-    target = TargetData.load(name, input_shape(path, metadata, config.input_shape), data_root) if name else None
-    return bench_artifact(path, device or default_device(path), config, target)
+    shape = input_shape(path, metadata, config.input_shape, artifact_runtime(path, profile)) if name else None
+    target = TargetData.load(name, shape, data_root) if name else None
+    return bench_artifact(path, profile, config, target)
 
 
 def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchResult:

@@ -343,8 +343,8 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
         staged = Path(work)
         push = Push(workdir, posixpath.join(workdir, f"run-{uuid.uuid4().hex[:12]}"))
         runner = push.add([(RUNNER, "runner.py")])[RUNNER]
-        source = runtime_file(job)  # in a folder of its own: beside the runner, onnxruntime.py would shadow
-        runtime = push.add([(source, source.name)])[source]  # the onnxruntime package
+        source = runtime_file(job)  # the runtime's file, which the runner loads by its path
+        runtime = push.add([(source, source.name)])[source]
         models = push.add([(f, f"{model.name}/{f.name}") for f in sorted(model.iterdir())] if model.is_dir()
                           else [(model, model.name)])
         remote_model = posixpath.dirname(next(iter(models.values()))) if model.is_dir() else models[model]

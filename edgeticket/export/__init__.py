@@ -48,7 +48,8 @@ def export(ticket, path: str | Path, fmt: str = "onnx", int8: bool = False, tick
     reason = runtime.unavailable_reason(runtime.check_provider)
     if reason:
         others = [r.format for r in list_runtimes() if r is not runtime and not r.unavailable_reason(r.check_provider)]
-        raise EdgeticketError(f"cannot export to {fmt}: {reason}", hint=f"use --format {' or '.join(others)}")
+        raise EdgeticketError(f"cannot export to {fmt}: {reason}",
+                              hint=f"use --format {' or '.join(others)}" if others else "see `edgeticket devices`")
     return export_checked(runtime, ticket, Path(path), ticket_sha256)
 
 
@@ -59,8 +60,8 @@ def export_checked(runtime: Runtime, ticket, path: Path, ticket_sha256: str | No
         with native_output_captured():  # converters (pnnx, ExecuTorch) print to the file descriptors
             runtime.write(ticket.deployable(), ticket.example_input(), staged)
         with native_output_captured():
-            predict = runtime.open_model(staged, runtime.check_provider, 1, "fp32",
-                                         hint="its own export: no file was written; try another --format")
+            predict = runtime.open_model(staged, runtime.check_provider, 1, "fp32", label=f"its export of {path.name}",
+                                         hint="no file was written; try another --format")
         diff, limit = check_fp32(runtime.format, predict, ticket)
         entries = metadata(ticket, ticket_sha256)
         if runtime.embeds_metadata:

@@ -52,15 +52,18 @@ def check_fp32(fmt: str, run: Callable[[np.ndarray], np.ndarray], ticket: Ticket
     """(max |runtime - torch|, allowed) on seeded images, one at a time (edge runtimes run batch 1);
     raises past the tolerance of the format's runtime."""
     from ..runtimes import runtime_for_format
+    runtime = runtime_for_format(fmt)
     module = ticket.deployable()
     images = parity_inputs(ticket)
     with torch.no_grad():
         expected = module(images).numpy()
     got = np.concatenate([run(images[i:i + 1].numpy()) for i in range(len(images))])
-    diff, limit = float(np.abs(got - expected).max()), allowed_difference(runtime_for_format(fmt).tolerance, expected)
+    diff, limit = float(np.abs(got - expected).max()), allowed_difference(runtime.tolerance, expected)
     if not diff <= limit:
+        hint = ("no file was written; try another format or report this model" if runtime.builtin else
+                f"no file was written; the plugin {runtime.source} may not support this model: try another format")
         raise ExportCheckFailed(f"{fmt} parity check failed: max |runtime - torch| = {diff:.2e} > {limit:.1e}",
-                                hint="no file was written; try another format or report this model")
+                                hint=hint)
     return diff, limit
 
 

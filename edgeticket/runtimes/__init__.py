@@ -14,7 +14,7 @@ A runtime file declares, at its top level (the README's "Add a runtime" shows a 
     def open_model(path, provider, threads, precision): images [N, C, H, W] float32 -> logits [N, classes]
     def write(module, example, path): the torch module (eval, pixels in [0, 1]) as an artifact at `path`
 
-and optionally ORDER (where lists put it), CPU_PROVIDERS, FOLDER_FILES, BOARD_PACKAGES, DEVICES, DEFAULT_DEVICES,
+and optionally ORDER (where lists put a built-in), CPU_PROVIDERS, FOLDER_FILES, BOARD_PACKAGES, DEVICES, DEFAULT_DEVICES,
 unavailable_reason(provider), timing_note(profile, cpu), read_metadata(path), embed_metadata(path, entries),
 export_int8(ticket, path, splits, ticket_sha256) and model_io(path) (see `Runtime`).
 
@@ -24,12 +24,14 @@ its top level imports the standard library and numpy only, and `write` and the r
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import pkgutil
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -54,10 +56,20 @@ class Runtime:
 
     @classmethod
     def from_module(cls, module: ModuleType) -> "Runtime":
+        """The module's declarations, checked: one error naming the file and the first name that is wrong."""
         missing = [name for name in REQUIRED if not hasattr(module, name)]
         if missing:
             raise EdgeticketError(f"runtime plugin {module.__file__} does not declare {', '.join(missing)}",
                                   hint="a runtime file declares " + ", ".join(REQUIRED) + " (see the README)")
+        wrong = next(((name, what) for name, what, ok in declaration_checks(module) if not ok), None)
+        if wrong:
+            raise EdgeticketError(f"runtime plugin {module.__file__}: {wrong[0]} must be {wrong[1]}, not "
+                                  f"{getattr(module, wrong[0])!r}", hint="see the README's \"Add a runtime\"")
+        heavy = sorted(top_level_imports(Path(module.__file__)) & RUNNER_CANNOT_IMPORT)
+        if heavy:
+            raise EdgeticketError(f"runtime plugin {module.__file__} imports {', '.join(heavy)} at its top level",
+                                  hint="the bench runner loads this file alone, without torch or edgeticket (on a "
+                                       "board too): import them inside write() and the other host-side functions")
         return cls(module)
 
     name = property(lambda self: str(self.plugin.NAME))
@@ -105,16 +117,16 @@ class Runtime:
         return self.providers[0]
 
     def open_model(self, path: str | Path, provider: str, threads: int = 1, precision: str = "fp32",
-                   hint: str = "export it again with `edgeticket export`") -> Predict:
+                   hint: str = "export it again with `edgeticket export`", label: str | None = None) -> Predict:
         """The model in this process (export checks, eval); the runtime's own error for a file it cannot load
-        becomes one line."""
+        becomes one line (naming `label`, else the file)."""
         try:
             return self.plugin.open_model(str(path), provider, threads, precision)
         except EdgeticketError:
             raise
         except Exception as error:  # runtimes raise their own untyped errors for bad files
             first = (str(error).splitlines() or [type(error).__name__])[0][:160]
-            raise EdgeticketError(f"{self.name} cannot load {Path(path).name}: {first}", hint=hint) from None
+            raise EdgeticketError(f"{self.name} cannot load {label or Path(path).name}: {first}", hint=hint) from None
 
     def write(self, module, example, path: Path) -> None:
         self.plugin.write(module, example, path)
@@ -122,11 +134,15 @@ class Runtime:
     def unavailable_reason(self, provider: str) -> str | None:
         """None when this runtime (with `provider`) runs and exports here, else why not and what to install."""
         check = self._optional("unavailable_reason")
-        if check:
-            return check(provider)
-        if importlib.util.find_spec(self.module) is None:
-            return f"{self.module} is not installed; pip install {' '.join(self.board_packages)}"
-        return None
+        try:
+            if check:
+                return check(provider)
+            found = importlib.util.find_spec(self.module) is not None
+        except ImportError:  # a dotted module whose package is missing (tflite_runtime.interpreter)
+            found = False
+        except Exception as error:  # a plugin's own check that breaks says so, in its row
+            return f"{self.name}'s availability check failed ({type(error).__name__}: {error})"
+        return None if found else f"{self.module} is not installed; pip install {' '.join(self.board_packages)}"
 
     def timing_note(self, profile, cpu) -> str | None:
         """Why this profile's timings on `cpu` should not be read as the device's (None: they can be)."""
@@ -165,6 +181,40 @@ class Runtime:
         return self._optional("model_io")
 
 
+RUNNER_CANNOT_IMPORT = {"torch", "torchvision", "edgeticket"}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The packages a file imports at its top level (not inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def declaration_checks(module: ModuleType) -> list[tuple[str, str, bool]]:
+    """(name, what it must be, whether it is) for each of a runtime file's declarations."""
+    text = lambda value: isinstance(value, str) and bool(value.strip())
+    texts = lambda value: isinstance(value, (tuple, list)) and bool(value) and all(map(text, value))
+    get = lambda name, default=None: getattr(module, name, default)
+    tolerance = get("TOLERANCE")
+    return [("NAME", "a non-empty string", text(get("NAME"))), ("FORMAT", "a non-empty string", text(get("FORMAT"))),
+            ("SUFFIX", "a suffix such as '.npz'", text(get("SUFFIX")) and get("SUFFIX").startswith(".")),
+            ("PROVIDERS", "a non-empty tuple of strings", texts(get("PROVIDERS"))),
+            ("PRECISIONS", "a non-empty tuple of strings", texts(get("PRECISIONS"))),
+            ("TOLERANCE", "(atol, rtol), two numbers", isinstance(tolerance, (tuple, list)) and len(tolerance) == 2
+             and all(isinstance(v, (int, float)) for v in tolerance)),
+            ("MODULE", "a module name", text(get("MODULE"))),
+            ("DISTRIBUTIONS", "a non-empty tuple of pip names", texts(get("DISTRIBUTIONS"))),
+            ("open_model", "a function", callable(get("open_model"))), ("write", "a function", callable(get("write"))),
+            ("DEVICES", "a dict of profile name -> dict of its keys", isinstance(get("DEVICES", {}), dict)
+             and all(isinstance(v, dict) for v in get("DEVICES", {}).values())),
+            ("DEFAULT_DEVICES", "a dict of precision -> profile name", isinstance(get("DEFAULT_DEVICES", {}), dict))]
+
+
 RUNTIMES: Registry[Runtime] = Registry("runtime")
 _discovered = False
 
@@ -175,10 +225,13 @@ def register_runtime(module: ModuleType) -> ModuleType:
     if runtime.name in RUNTIMES:
         raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source} is already registered "
                               f"(by {RUNTIMES.get(runtime.name).source})", hint="rename it or remove one")
-    clash = next((r for r in _all() if r.format == runtime.format or r.suffix == runtime.suffix), None)
-    if clash:
-        raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source} reuses format '{runtime.format}' or "
-                              f"suffix '{runtime.suffix}' of '{clash.name}'", hint="give it its own FORMAT and SUFFIX")
+    for key, same in (("FORMAT", lambda r: r.format == runtime.format),
+                      ("SUFFIX", lambda r: r.suffix.lower() == runtime.suffix.lower())):
+        clash = next((r for r in _all() if same(r)), None)
+        if clash:
+            raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source}: its {key} "
+                                  f"'{getattr(runtime, key.lower())}' is runtime '{clash.name}'s",
+                                  hint=f"give it a {key} of its own (suffixes are compared ignoring case)")
     RUNTIMES.add(runtime.name, runtime)
     return module
 
@@ -197,7 +250,9 @@ def load_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[name]
-        raise EdgeticketError(f"runtime plugin {path} does not import: {type(error).__name__}: {error}",
+        lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == str(path)]
+        where = f" (line {lines[-1]})" if lines and not isinstance(error, SyntaxError) else ""
+        raise EdgeticketError(f"runtime plugin {path} does not import{where}: {type(error).__name__}: {error}",
                               hint="fix it, or take its folder out of $EDGETICKET_RUNTIMES") from None
     return module
 
@@ -227,11 +282,17 @@ def discover() -> None:
 
 
 def load_entry_point(entry: importlib.metadata.EntryPoint) -> ModuleType:
+    """The module an `edgeticket.runtimes` entry point names (a runtime is a file, so a module, not an object in
+    one: the runner loads the file)."""
     try:
-        return entry.load()
+        module = entry.load()
     except Exception as error:
         raise EdgeticketError(f"runtime plugin entry point {entry.value} does not import: {type(error).__name__}: "
                               f"{error}", hint=f"fix or uninstall the package that provides {entry.value}") from None
+    if not isinstance(module, ModuleType) or not getattr(module, "__file__", None) or hasattr(module, "__path__"):
+        raise EdgeticketError(f"runtime plugin entry point {entry.name} = {entry.value} does not name a module file",
+                              hint=f'a runtime is one .py file, not a package or an object: {entry.name} = "module"')
+    return module
 
 
 def reset() -> None:
@@ -263,6 +324,12 @@ def runtime_names() -> list[str]:
 
 def formats() -> list[str]:
     return [runtime.format for runtime in list_runtimes()]
+
+
+def reference_runtime() -> Runtime:
+    """The runtime an exported model is compared with torch in by default (the sweep's deploy step, the report's
+    ONNX Acc column): ONNX Runtime, a core dependency, so every machine has it."""
+    return get_runtime("onnxruntime")
 
 
 def runtime_for_format(fmt: str) -> Runtime:

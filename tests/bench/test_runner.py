@@ -213,10 +213,18 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: (tmp / "t.ticket").write_bytes(b"x") and tmp / "t.ticket", "is a ticket, not an exported model"),
     (lambda tmp: (tmp / "folder").mkdir() or tmp / "folder", "not an ncnn export"),
+    (lambda tmp: (tmp / "model.onnx").mkdir() or tmp / "model.onnx", "not an ncnn export"),  # a file format's name
+    (lambda tmp: foreign_onnx(tmp / "model.bin"), "cannot tell which runtime runs 'model.bin'"),
 ])
 def test_bench_says_what_a_wrong_model_path_is(tmp_path, make, message):
     with pytest.raises(EdgeticketError, match=message):
         bench_model(make(tmp_path), config=FAST)
+
+
+def test_a_suffix_no_runtime_has_runs_in_the_runtime_of_the_device_named(tmp_path):
+    """`bench model.bin --device ort-cpu-1t`: the user says which runtime; its graph gives the input shape."""
+    result = bench_model(foreign_onnx(tmp_path / "model.bin"), "ort-cpu-1t", config=FAST)
+    assert result.runtime == "onnxruntime" and result.input_shape == [1, 1, 8, 8]
 
 
 def test_an_input_shape_must_keep_the_graphs_fixed_dimensions(tmp_path):

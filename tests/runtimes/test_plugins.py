@@ -162,11 +162,16 @@ def test_a_model_the_plugin_cannot_hold_fails_its_parity_check_and_leaves_nothin
 
 BROKEN = {
     "missing": ("NAME = 'half'\n", "does not declare FORMAT"),
-    "crashing": ("raise RuntimeError('no such board')\n", "does not import: RuntimeError: no such board"),
+    "crashing": ("import os\nraise RuntimeError('no such board')\n",
+                 r"does not import \(line 2\): RuntimeError: no such board"),
+    "bad suffix": (EXAMPLE.read_text().replace('"numpy-linear", "npz", ".npz"', '"numpy-linear", "npz", "npz"'),
+                   "SUFFIX must be a suffix such as '.npz', not 'npz'"),
     "taken": (EXAMPLE.read_text().replace('"numpy-linear", "npz", ".npz"', '"ncnn", "npz2", ".npz2"'),
               "'ncnn' of .* is already registered"),
-    "same suffix": (EXAMPLE.read_text().replace('"numpy-linear", "npz", ".npz"', '"other", "other", ".onnx"'),
-                    "reuses format 'other' or suffix '.onnx' of 'onnxruntime'"),
+    "same suffix": (EXAMPLE.read_text().replace('"numpy-linear", "npz", ".npz"', '"other", "other", ".ONNX"'),
+                    "its SUFFIX '.ONNX' is runtime 'onnxruntime's"),
+    "torch at the top": (EXAMPLE.read_text().replace("import numpy as np\n", "import numpy as np\nimport torch\n"),
+                         "imports torch at its top level"),
 }
 
 
@@ -186,9 +191,9 @@ def test_a_broken_plugin_is_one_clear_error_naming_its_file(case, tmp_path, monk
         runtimes.reset()
 
 
-@pytest.mark.slow
 def test_a_fresh_process_finds_a_plugin_through_its_entry_point(tmp_path):
-    """An installed plugin: a module and its distribution's entry point on the path, nothing else."""
+    """An installed plugin: a module and its distribution's entry point on the path, nothing else; a fresh
+    interpreter lists the runtime and the profile it brings (`devices` shows the same lists, tested above)."""
     site = tmp_path / "site"
     site.mkdir()
     shutil.copy(EXAMPLE, site)
@@ -196,14 +201,27 @@ def test_a_fresh_process_finds_a_plugin_through_its_entry_point(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: edgeticket-numpy-linear\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[edgeticket.runtimes]\nnumpy-linear = numpy_linear\n")
+    script = ("import json; from edgeticket.runtimes import list_runtimes; from edgeticket.bench.devices import "
+              "list_devices; print(json.dumps([[str(r.source) for r in list_runtimes() if r.name == 'numpy-linear'], "
+              "[d.name for d in list_devices() if d.runtime == 'numpy-linear']]))")
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("EDGETICKET_RUNTIMES", None)
-    out = subprocess.run([sys.executable, "-m", "edgeticket", "devices", "--json"], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    listed = json.loads(out.stdout)
-    assert [r["source"] for r in listed["runtimes"] if r["name"] == "numpy-linear"] == [str(site / EXAMPLE.name)]
-    assert any(d["name"] == "numpy-linear-1t" and d["available"] for d in listed["devices"])
+    assert json.loads(out.stdout) == [[str(site / EXAMPLE.name)], ["numpy-linear-1t"]]
+
+
+def test_a_runtime_whose_module_is_missing_is_not_available_and_says_what_to_install(tmp_path, monkeypatch):
+    """The default check, for a dotted module whose package is absent (find_spec raises there)."""
+    (tmp_path / "lite.py").write_text(EXAMPLE.read_text().replace(
+        'MODULE, DISTRIBUTIONS = "numpy", ("numpy",)', 'MODULE, DISTRIBUTIONS = "nosuchpkg.interpreter", ("nosuchpkg",)'))
+    monkeypatch.setenv("EDGETICKET_RUNTIMES", str(tmp_path))
+    runtimes.reset()
+    try:
+        reason = runtimes.get_runtime("numpy-linear").unavailable_reason("cpu")
+    finally:
+        runtimes.reset()
+    assert reason == "nosuchpkg.interpreter is not installed; pip install nosuchpkg"
 
 
 def runtime_words() -> set[str]:
