@@ -210,10 +210,13 @@ def list_devices() -> list[DeviceProfile | BrokenProfile]:
     for runtime in list_runtimes():  # profiles a runtime plugin brings (its DEVICES), after the built-in ones
         for name, raw in runtime.devices.items():
             where = f"{runtime.source}: DEVICES['{name}']"
+            if name in found:
+                announce(where, f"{where} is not used: {found[name].path} has the name {name}")
+                continue
             try:
-                found.setdefault(name, profile_from({"runtime": runtime.name, **raw}, name, where))
+                found[name] = profile_from({"runtime": runtime.name, **raw}, name, where)
             except EdgeticketError as error:
-                found.setdefault(name, BrokenProfile(name, where, error))
+                found[name] = BrokenProfile(name, where, error)
     return sorted(found.values(), key=lambda p: p.name)
 
 

@@ -29,7 +29,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def open_session(path: str | Path, threads: int = 1, provider: str = "cpu") -> ort.InferenceSession:
-    """The bench runner's onnxruntime session, with a clear error for a file onnxruntime cannot load."""
+    """The onnxruntime runtime's session (int8 calibration checks, tests), with a clear error for a file
+    onnxruntime cannot load."""
     from ..runtimes.onnxruntime import session
     try:
         return session(path, threads, provider)

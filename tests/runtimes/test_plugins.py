@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeticket import api, runtimes
+from edgeticket.bench import devices
 from edgeticket.cli import app
 from edgeticket.data import DataConfig, load_dataset
 from edgeticket.errors import EdgeticketError
@@ -267,3 +268,21 @@ def test_the_readme_shows_the_example_runtime_whole():
     readme = (ROOT / "README.md").read_text()
     assert EXAMPLE.read_text() in readme
     assert f"EDGETICKET_RUNTIMES={EXAMPLE.parent.relative_to(ROOT)} edgeticket devices" in readme
+
+
+def test_a_plugin_profile_named_like_a_builtin_one_is_not_used_and_is_announced(tmp_path, monkeypatch):
+    (tmp_path / "mine.py").write_text(EXAMPLE.read_text().replace('DEVICES = {"numpy-linear-1t"',
+                                                                   'DEVICES = {"ort-cpu-1t"'))
+    monkeypatch.setenv("EDGETICKET_RUNTIMES", str(tmp_path))
+    said = []
+    monkeypatch.setattr(devices, "info", said.append)
+    monkeypatch.setattr(devices, "_announced", set())
+    runtimes.reset()
+    try:
+        listed = {p.name: p for p in devices.list_devices()}
+        devices.list_devices()
+    finally:
+        runtimes.reset()
+    assert listed["ort-cpu-1t"].runtime == "onnxruntime" and "numpy-linear-1t" not in listed
+    assert said == [f"{tmp_path / 'mine.py'}: DEVICES['ort-cpu-1t'] is not used: {listed['ort-cpu-1t'].path} has the "
+                    "name ort-cpu-1t"]  # once
