@@ -16,12 +16,12 @@ import torch
 
 from ..data import DataConfig, TensorImages, load_dataset
 from ..errors import EdgeticketError
-from ..export import artifact_metadata
+from ..export import NoMetadata, artifact_metadata
 from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
-from .devices import DeviceProfile, announce, get_device, list_devices, timing_note
 from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
+from .devices import DeviceProfile, announce, get_device, list_devices, timing_note
 from .runner import LatencyStats
 from .transport import run_local
 
@@ -134,7 +134,7 @@ def checked_model(path: str | Path) -> Path:
         raise EdgeticketError(f"{path.name} is a ticket, not an exported model",
                               hint="bench it on every profile with --all-devices, or export it first")
     runtime = runtime_for_path(path)
-    if path.is_dir() and not (runtime and runtime.folder and all((path / f).is_file() for f in runtime.folder_files)):
+    if path.is_dir() and not (runtime and runtime.holds(path)):
         folders = [r for r in list_runtimes() if r.folder]
         raise EdgeticketError(f"{path} is a folder but not an {' or '.join(r.name for r in folders)} export (no "
                               f"{' or '.join(', '.join(r.folder_files) for r in folders)})",
@@ -145,13 +145,9 @@ def checked_model(path: str | Path) -> Path:
 def known_metadata(path: Path) -> dict[str, str]:
     """edgeticket's metadata; {} for a model edgeticket did not export (a foreign ONNX is benched from its
     graph alone). A format that holds metadata inside and does not read is still an error."""
-    runtime = runtime_for_path(path)
-    embedded = runtime.read_metadata(path) if runtime else None
-    if embedded is not None:
-        return embedded
     try:
         return artifact_metadata(path)
-    except EdgeticketError:
+    except NoMetadata:
         return {}
 
 

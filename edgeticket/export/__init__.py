@@ -9,17 +9,21 @@ from pathlib import Path
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, atomic_path, size_on_disk, write_json
-from ..runtimes import Runtime, list_runtimes, runtime_for_format, runtime_for_path
+from ..runtimes import Runtime, list_runtimes, runtime_for_format, runtime_for_path, runtime_for_suffix
 from .checks import ExportCheckFailed, ExportReport, check_fp32, metadata  # noqa: F401
 from .onnx import read_metadata  # noqa: F401
 
 META = "metadata.json"  # in a folder artifact; a file's goes beside it as <file>.json
 
 
+class NoMetadata(EdgeticketError):
+    """An artifact without edgeticket's metadata beside it (a model edgeticket did not export)."""
+
+
 def format_for(path: str | Path, fmt: str | None = None) -> str:
     """The format an output path asks for (its suffix, as ultralytics does); a contradicting --format is refused,
     so `-o model.pte` never holds ONNX bytes."""
-    runtime = next((r for r in list_runtimes() if r.suffix == Path(path).suffix), None)
+    runtime = runtime_for_suffix(Path(path).suffix)
     if fmt is not None:
         runtime_for_format(fmt)  # an unknown format lists the known ones
     if fmt is None and runtime is None:
@@ -67,13 +71,14 @@ def export_checked(runtime: Runtime, ticket, path: Path, ticket_sha256: str | No
         if runtime.embeds_metadata:
             runtime.embed_metadata(staged, entries)
         else:
-            write_json(entries, sidecar(runtime, staged if runtime.folder else path))
+            write_json(entries, sidecar(staged if runtime.folder else path))
         size = size_on_disk(staged)
     return ExportReport(str(path), runtime.format, "fp32", size, f"max |{runtime.name} - torch|", diff, limit)
 
 
-def sidecar(runtime: Runtime, path: Path) -> Path:
-    return path / META if runtime.folder else Path(f"{path}.json")
+def sidecar(path: Path) -> Path:
+    """Where a format that holds no metadata of its own keeps edgeticket's: in the folder, or beside the file."""
+    return path / META if path.is_dir() else Path(f"{path}.json")
 
 
 def export_onnx(ticket, path: str | Path, ticket_sha256: str | None = None) -> ExportReport:
@@ -89,8 +94,7 @@ def artifact_metadata(path: str | Path) -> dict[str, str]:
     embedded = runtime.read_metadata(path) if runtime else None
     if embedded is not None:
         return embedded
-    file = path / META if path.is_dir() else Path(f"{path}.json")
+    file = sidecar(path)
     if not file.exists():
-        raise EdgeticketError(f"{path} has no edgeticket metadata ({file.name})",
-                              hint="export it with `edgeticket export`")
+        raise NoMetadata(f"{path} has no edgeticket metadata ({file.name})", hint="export it with `edgeticket export`")
     return json.loads(file.read_text())

@@ -111,6 +111,10 @@ class Runtime:
     def folder(self) -> bool:
         return bool(self.folder_files)
 
+    def holds(self, folder: Path) -> bool:
+        """Whether `folder` is one of this (folder) runtime's artifacts: it holds all of its FOLDER_FILES."""
+        return self.folder and all((folder / name).is_file() for name in self.folder_files)
+
     @property
     def check_provider(self) -> str:
         """The provider exports are checked on (this machine's CPU, for the built-in runtimes)."""
@@ -227,7 +231,7 @@ def register_runtime(module: ModuleType) -> ModuleType:
                               f"(by {RUNTIMES.get(runtime.name).source})", hint="rename it or remove one")
     for key, same in (("FORMAT", lambda r: r.format == runtime.format),
                       ("SUFFIX", lambda r: r.suffix.lower() == runtime.suffix.lower())):
-        clash = next((r for r in _all() if same(r)), None)
+        clash = next((r for r in RUNTIMES.entries() if same(r)), None)
         if clash:
             raise EdgeticketError(f"runtime '{runtime.name}' of {runtime.source}: its {key} "
                                   f"'{getattr(runtime, key.lower())}' is runtime '{clash.name}'s",
@@ -303,13 +307,9 @@ def reset() -> None:
     _discovered = False
 
 
-def _all() -> list[Runtime]:
-    return RUNTIMES.entries()
-
-
 def list_runtimes() -> list[Runtime]:
     discover()
-    return _all()
+    return RUNTIMES.entries()
 
 
 def get_runtime(name: str) -> Runtime:
@@ -342,7 +342,11 @@ def runtime_for_format(fmt: str) -> Runtime:
 def runtime_for_path(path: str | Path) -> Runtime | None:
     """The runtime whose artifacts `path` names: by suffix, or a folder holding a folder runtime's files."""
     path = Path(path)
-    by_suffix = next((r for r in list_runtimes() if r.suffix == path.suffix), None)
+    by_suffix = runtime_for_suffix(path.suffix)
     if by_suffix or not path.is_dir():
         return by_suffix
-    return next((r for r in list_runtimes() if r.folder and all((path / f).is_file() for f in r.folder_files)), None)
+    return next((r for r in list_runtimes() if r.holds(path)), None)
+
+
+def runtime_for_suffix(suffix: str) -> Runtime | None:
+    return next((r for r in list_runtimes() if r.suffix == suffix), None)
