@@ -91,9 +91,9 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     return _finish(ticket, splits, output)
 
 
-def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "channel", sparsity: float = 0.5,
+def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "channel", sparsity: float | None = None,
          scope: str = "layerwise", include_first_last: bool = False, round_to: int | None = None,
-         device: str | None = None, on: str = "downstream",
+         device: str | None = None, max_latency_ms: float | None = None, on: str = "downstream",
          data: str | None = None, data_root: PathLike | None = None, subset: int | None = 1000, rate: float = 0.2,
          epochs: int = 1, lr: float = 0.01, attack: str = "l2:1.0", steps: int = 3, rewind: bool = False,
          seed: int = 0, output: PathLike | None = None) -> Ticket:
@@ -101,29 +101,45 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
 
     method: omp (one-shot magnitude) | imp | a-imp (iterative, adversarial) | lmp (learned mask).
     pattern: channel (removed physically by torch-pruning) | unstructured | row | kernel (masked).
-    sparsity: channel: fraction of channels removed per layer; masked: fraction of weights removed.
+    sparsity: channel: fraction of channels removed per layer; masked: fraction of weights removed (default
+    0.5; with `max_latency_ms`, a floor, default none).
     round_to: channel: keep a multiple of this many channels per layer (8, 16 suit SIMD); default: the
-    `device` profile's round_to, else 1.
+    `device` profile's round_to, else 1 (8 with `max_latency_ms`).
+    max_latency_ms, device: prune channels (omp, imp, a-imp) until the ticket's latency on the `device` profile
+    fits: a latency table (cached) predicts it, export and bench check it; the ticket's provenance holds the
+    budget, the predicted and the measured latency.
     on, data, subset, rate, epochs, lr, attack, steps, rewind, seed: for the methods that train while
     drawing (imp, a-imp, lmp); see `edgeticket draw --help`. The draw's report is in `ticket.provenance`."""
     from .fileio import check_output, sha256_file
     from .tickets import DrawConfig, DrawTraining, draw_ticket
-    if device:
+    profile = None
+    if max_latency_ms is not None:
+        from .budget import ROUND_TO, check_budget_device
+        profile = check_budget_device(device)
+        round_to = round_to or (profile.round_to if profile.round_to > 1 else ROUND_TO)
+    elif device:
         from .bench import get_device
         profile = get_device(device)  # checked even when round_to is given: a misspelled name is an error
         round_to = profile.round_to if round_to is None else round_to
     round_to = 1 if round_to is None else round_to
+    if sparsity is None:
+        sparsity = 0.0 if max_latency_ms is not None else DrawConfig.sparsity
     training = DrawTraining(on=on, data=data, data_root=str(data_root) if data_root else None, subset=subset,
                             rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind, seed=seed)
     config = DrawConfig(method=method, pattern=pattern, sparsity=sparsity, scope=scope,
-                        include_first_last=include_first_last, round_to=round_to, training=training)
+                        include_first_last=include_first_last, round_to=round_to, training=training,
+                        max_latency_ms=max_latency_ms)
     config.validate()
     if output:
         check_output(output, None if isinstance(source, Ticket) else source)
     ticket = _ticket(source)
     if not isinstance(source, Ticket) and not ticket.provenance.source_sha256:
         ticket.provenance.source_sha256 = sha256_file(source)
-    drawn, _ = draw_ticket(ticket, config)
+    if max_latency_ms is not None:
+        from .budget import draw_to_budget
+        drawn, _ = draw_to_budget(ticket, config, profile)
+    else:
+        drawn, _ = draw_ticket(ticket, config)
     if output:
         drawn.save(output)
     return drawn
@@ -132,9 +148,11 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
 def draw_report(ticket: Ticket) -> dict:
     """What a draw achieved, from the ticket's provenance (the CLI prints it)."""
     p = ticket.provenance
-    return {"target_sparsity": p.sparsity, "achieved_sparsity": p.achieved_sparsity,
-            "params_removed": p.params_removed, "before": {"params": p.params_before, "macs": p.macs_before},
-            "after": {"params": p.params_after, "macs": p.macs_after}}
+    report = {"target_sparsity": p.sparsity, "achieved_sparsity": p.achieved_sparsity,
+              "params_removed": p.params_removed, "before": {"params": p.params_before, "macs": p.macs_before},
+              "after": {"params": p.params_after, "macs": p.macs_after}}
+    latency = p.stages[-1].details.get("latency") if p.stages else None
+    return {**report, "latency": latency} if latency else report
 
 
 def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "whole", adv: str = "none",

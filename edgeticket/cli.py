@@ -112,6 +112,10 @@ def inspect(path: Path, arch: Arch = None, trust_pickle: TrustPickle = False,
     rows_table("layers", ["layer", "kind", "in", "out", "weights", "sparsity"],
                [[r.name, r.kind, r.in_channels, r.out_channels, human_count(r.weights), f"{r.sparsity:.1%}"]
                 for r in layers])
+    drawn = [s for s in ticket.provenance.stages if s.stage == "draw"]
+    if drawn and "latency" in drawn[-1].details:
+        from .tables import latency_report
+        latency_report(drawn[-1].details["latency"])
 
 
 On = Annotated[str, typer.Option(help="imp, a-imp, lmp: train on the target (downstream) or the source task (upstream).")]
@@ -123,15 +127,22 @@ DrawData = Annotated[Optional[str], typer.Option(help="imp, a-imp, lmp: the data
 def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")],
          method: Annotated[str, typer.Option(help="omp | imp | a-imp | lmp")] = "omp",
          pattern: Annotated[str, typer.Option(help="channel (physically removed) | unstructured | row | kernel")] = "channel",
-         sparsity: Annotated[float, typer.Option(help="channel: fraction of channels removed per layer; "
-                                                      "others: fraction of weights removed")] = 0.5,
+         sparsity: Annotated[Optional[float], typer.Option(help="channel: fraction of channels removed per layer; "
+                                                                "others: fraction of weights removed. Default 0.5; "
+                                                                "with --max-latency-ms a floor, default none.")] = None,
          scope: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
          include_first_last: Annotated[bool, typer.Option(help="Also mask the first conv and the classifier.")] = False,
          round_to: Annotated[Optional[int], typer.Option(min=1, help="channel: keep a multiple of N channels per "
                                                                     "layer (8, 16 suit SIMD); layers that would keep "
-                                                                    "fewer stay whole. Default: --device's, else 1.")] = None,
-         device: Annotated[Optional[str], typer.Option(help="Device profile whose round_to the channels follow "
-                                                            "(see `edgeticket devices`).")] = None,
+                                                                    "fewer stay whole. Default: --device's, else 1 "
+                                                                    "(8 with --max-latency-ms).")] = None,
+         device: Annotated[Optional[str], typer.Option(help="Device profile whose round_to the channels follow, and "
+                                                            "where --max-latency-ms is measured (see `edgeticket "
+                                                            "devices`).")] = None,
+         max_latency_ms: Annotated[Optional[float], typer.Option(help="channel omp, imp, a-imp: prune until the "
+                                                                      "ticket runs in this many ms (p50) on --device: "
+                                                                      "a cached latency table predicts, export and "
+                                                                      "bench check.")] = None,
          on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
          rate: Annotated[float, typer.Option(help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
          epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
@@ -150,19 +161,25 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
     source = api.load(checkpoint, arch, trust_pickle, source_kind)
     source.provenance.source_sha256 = source.provenance.source_sha256 or sha256_file(checkpoint)
     ticket = api.draw(source, method=method, pattern=pattern, sparsity=sparsity, scope=scope,
-                      include_first_last=include_first_last, round_to=round_to, device=device, on=on, data=data, data_root=data_root,
+                      include_first_last=include_first_last, round_to=round_to, device=device,
+                      max_latency_ms=max_latency_ms, on=on, data=data, data_root=data_root,
                       subset=subset, rate=rate, epochs=epochs, lr=lr, attack=attack, steps=steps, rewind=rewind,
                       seed=seed, output=output)
     report = api.draw_report(ticket)
     if json_output:
         return emit_json({"output": str(output), **report})
     p = ticket.provenance
-    console.print(f"{method} {pattern} ticket -> {output}: target sparsity {sparsity:.1%}, achieved "
+    goal = (f"budget {p.latency_budget_ms:g} ms on {p.latency_device}" if p.latency_budget_ms is not None
+            else f"target sparsity {p.sparsity:.1%}")
+    console.print(f"{method} {pattern} ticket -> {output}: {goal}, achieved "
                   f"{p.achieved_sparsity:.1%} of {'channels' if pattern == 'channel' else 'weights'}, "
                   f"{p.params_removed:.1%} of parameters removed", markup=False)
     from .tables import before_after
     before_after("size", {"params": p.params_before, "MACs": p.macs_before}, {"params": p.params_after,
                                                                                "MACs": p.macs_after})
+    if "latency" in report:
+        from .tables import latency_report
+        latency_report(report["latency"])
 
 
 @command("edgeticket export runs/t50-digits.ticket -o runs/t50.onnx --int8 --data digits")

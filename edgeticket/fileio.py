@@ -19,6 +19,11 @@ import torch
 from .errors import EdgeticketError
 
 
+def cache_dir() -> Path:
+    """Where edgeticket keeps what it can make again (pretrained sources, latency tables): $EDGETICKET_CACHE."""
+    return Path(os.environ.get("EDGETICKET_CACHE", Path.home() / ".cache" / "edgeticket"))
+
+
 def check_output(path: str | os.PathLike, *inputs: str | os.PathLike, folder: bool = False) -> Path:
     """Refuse an output that would destroy something: one of the command's inputs, or an existing path that is
     not a regular file (a folder, for folder outputs): a device node, a socket, a file where a folder goes."""

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import subprocess
 import time
 import tomllib
@@ -28,7 +27,7 @@ from .data import DataConfig, load_dataset
 from .errors import EdgeticketError
 from .evaluate import EvalConfig, evaluate
 from .export import export_onnx
-from .fileio import sha256_file, write_json, write_text
+from .fileio import cache_dir, sha256_file, write_json, write_text
 from .report import Report, read_json, write_report
 from .models.checkpoints import load_checkpoint
 from .tickets import DrawConfig, Ticket, draw_ticket
@@ -37,14 +36,10 @@ from .tickets.patterns import PATTERNS
 from .train import FINETUNE, PRETRAIN, TrainConfig, finetune, pretrain, save_result, state_file
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("EDGETICKET_CACHE", Path.home() / ".cache" / "edgeticket"))
-
-
 @dataclass
 class SweepConfig:
     out: Path = Path("runs/sweep")
-    cache: Path = field(default_factory=default_cache)
+    cache: Path = field(default_factory=cache_dir)
     arch: str = "small_resnet"
     # sources: kind -> threat model used to pretrain it, or a checkpoint file in `source_files`
     source_data: str = "fashion-mnist"

@@ -68,6 +68,10 @@ class Provenance:
     params_after: int | None = None
     macs_before: int | None = None
     macs_after: int | None = None
+    latency_budget_ms: float | None = None     # draw --max-latency-ms: the budget
+    latency_device: str | None = None          # the device profile it was measured on
+    predicted_latency_ms: float | None = None  # the latency table's prediction for the ticket
+    measured_latency_ms: float | None = None   # its p50 there, exported and benched
     target: str | None = None            # the dataset it was finetuned on
     stages: list[Stage] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # keys this version does not know (kept, never dropped)

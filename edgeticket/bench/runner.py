@@ -9,7 +9,8 @@ it computes accuracy, ECE and NLL from the logits, so none of that code is neede
 
 The job (paths relative to the job file): {"model", "runtime", "runtime_file", "provider", "threads", "precision",
 "input_shape", "runs", "warmup", "min_seconds", "inputs": {NAME: FILE.npy}, "stop_when_stdin_closes"}
-(optional, for ssh). Each input is a batch [N, C, H, W]
+(optional, for ssh). A job with "timings": [{"model", "input_shape"}, ...] instead times each of those models
+in turn (the latency table's layer blocks, edgeticket/bench/latency.py) and writes no logits. Each input is a batch [N, C, H, W]
 of uint8 pixels (scaled to [0, 1] here, as edgeticket's data loader does) or float32 pixels in [0, 1]; its
 logits go to NAME.logits.npy beside the job, one image at a time.
 
@@ -168,9 +169,25 @@ def stop_when_stdin_closes() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def time_models(job: dict, folder: Path) -> dict:
+    """Each of the job's `timings` models opened and timed in turn, in this one process: the latency table
+    measures hundreds of small blocks, and a process per block would spend most of its time starting up."""
+    runtime = load_runtime(folder / job["runtime_file"])
+    latencies = []
+    for entry in job["timings"]:
+        predict = runtime.open_model(str(folder / entry["model"]), job["provider"], job["threads"], job["precision"])
+        images = np.random.default_rng(0).random(entry["input_shape"], dtype=np.float32)
+        latencies.append(timed_runs(lambda: predict(images), job["runs"], job["warmup"], job["min_seconds"])[1].as_dict())
+        del predict
+    return {"runtime": job["runtime"], "runtime_version": runtime_version(runtime), "latencies": latencies,
+            "machine": machine()}
+
+
 def run(job: dict, folder: Path) -> dict:
     if job.get("stop_when_stdin_closes"):
         stop_when_stdin_closes()
+    if "timings" in job:
+        return time_models(job, folder)
     inputs = {name: np.load(folder / file) for name, file in job.get("inputs", {}).items()}  # before memory is measured
     baseline, startup_peak = status_mb("VmRSS"), status_mb("VmHWM")
     resets = baseline is not None and reset_peak()

@@ -86,4 +86,4 @@ def run_local(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple
             raise EdgeticketError(f"{job['runtime']} on {Path(job['model']).name} took over {timeout:.0f} s",
                                   hint="use fewer --runs, --seconds or --images") from None
         out = runner_output(process.returncode, process.stdout, process.stderr, job)
-        return out, {name: np.load(folder / file) for name, file in out["logits"].items()}
+        return out, {name: np.load(folder / file) for name, file in out.get("logits", {}).items()}

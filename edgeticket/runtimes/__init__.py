@@ -16,7 +16,7 @@ A runtime file declares, at its top level (the README's "Add a runtime" shows a 
 
 and optionally ORDER (where lists put a built-in), CPU_PROVIDERS, FOLDER_FILES, BOARD_PACKAGES, DEVICES, DEFAULT_DEVICES,
 unavailable_reason(provider), timing_note(profile, cpu), read_metadata(path), embed_metadata(path, entries),
-export_int8(ticket, path, splits, ticket_sha256) and model_io(path) (see `Runtime`).
+export_int8(ticket, path, splits, ticket_sha256), model_io(path) and write_block(block, path) (see `Runtime`).
 
 The torch-free bench runner loads the same file by its path, here or on a board, and calls `open_model`; so
 its top level imports the standard library and numpy only, and `write` and the rest import what they need
@@ -134,6 +134,15 @@ class Runtime:
 
     def write(self, module, example, path: Path) -> None:
         self.plugin.write(module, example, path)
+
+    def write_block(self, block, path: Path) -> None:
+        """A latency table's block (bench/latency.py's ConvBlock) as an artifact: the plugin's own `write_block`
+        where it has a faster way, else its `write` of the block as a torch module."""
+        write = self._optional("write_block")
+        if write:
+            write(block, path)
+        else:
+            self.write(block.module(), block.example(), path)
 
     def unavailable_reason(self, provider: str) -> str | None:
         """None when this runtime (with `provider`) runs and exports here, else why not and what to install."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from ..errors import EdgeticketError
 from ..masks import apply_masks, masked_sparsity, prunable_weights
 from ..registry import Registry
 from ..ticket import Ticket
+from .allocate import LatencyBudget, prune_to_budget
 from .channel import conv_channels, prune_channels
 from .patterns import PATTERNS, select_masks
 from .stats import ModelSize, measure
@@ -45,6 +47,8 @@ class DrawConfig:
     include_first_last: bool = False  # also prune the first conv and the classifier (masked patterns)
     round_to: int = 1                 # channel: keep a multiple of this many channels per layer (8, 16: SIMD)
     training: DrawTraining = field(default_factory=DrawTraining)
+    max_latency_ms: float | None = None  # channel omp/imp/a-imp: prune to this latency on a device (sparsity: a floor)
+    budget: LatencyBudget | None = None  # the latency model the budget is predicted with (edgeticket/budget.py sets it)
 
     def validate(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -54,6 +58,14 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --scope '{self.scope}'", hint="choose layerwise or global")
         PATTERNS.get(self.pattern)
         METHODS.get(self.method)
+        if self.max_latency_ms is not None and not (math.isfinite(self.max_latency_ms) and self.max_latency_ms > 0):
+            raise EdgeticketError(f"--max-latency-ms {self.max_latency_ms} is not a positive number of milliseconds",
+                                  hint="e.g. --max-latency-ms 20")
+        if self.max_latency_ms is not None and (not PATTERNS.get(self.pattern).physical
+                                                or self.method not in BUDGET_METHODS):
+            raise EdgeticketError(f"--max-latency-ms prunes channels with {', '.join(BUDGET_METHODS)}, not "
+                                  f"--method {self.method} --pattern {self.pattern}",
+                                  hint="use --pattern channel with --method omp, imp or a-imp")
         if self.round_to < 1 or (self.round_to > 1 and not PATTERNS.get(self.pattern).physical):
             raise EdgeticketError(f"--round-to {self.round_to} needs a whole number >= 1 and --pattern channel",
                                   hint="8 or 16 keep channel counts SIMD-friendly; masked patterns keep every channel")
@@ -66,6 +78,9 @@ class DrawConfig:
             raise EdgeticketError(f"--rate {self.training.rate} is outside (0, 1)", hint="0.2 prunes 20% per round")
         if self.method == "a-imp":
             AttackConfig.parse(self.training.attack, self.training.steps)
+
+
+BUDGET_METHODS = ("omp", "imp", "a-imp")  # the ones that prune by magnitude, where a latency budget can steer
 
 
 @dataclass
@@ -81,6 +96,8 @@ def magnitude_step(model: nn.Module, ticket: Ticket, config: DrawConfig, sparsit
                    masks: dict[str, torch.Tensor] | None = None) -> PruneState:
     """One magnitude-pruning step: to `sparsity` of the weights (masked patterns; pruned weights stay pruned),
     or removing `sparsity` of the current channels (channel)."""
+    if PATTERNS.get(config.pattern).physical and config.budget:
+        return PruneState(model, prune_to_budget(model, ticket, config.budget, config.round_to, sparsity), {})
     if PATTERNS.get(config.pattern).physical:
         return PruneState(model, prune_channels(model, ticket, sparsity, config.scope, round_to=config.round_to), {})
     weights = {name: p.detach() for name, p in prunable_weights(model, ticket.arch, config.include_first_last).items()}
@@ -152,6 +169,6 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
         ticket.provenance, method=config.method, pattern=config.pattern, scope=config.scope, round_to=config.round_to,
         sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed, params_before=before.params,
         params_after=after.params, macs_before=before.macs, macs_after=after.macs)
-    record = {k: v for k, v in asdict(config).items() if k != "training"}
+    record = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ("training", "budget")}
     ticket.add_stage("draw", **record, **({"training": asdict(config.training)} if config.method != "omp" else {}))
     return ticket, report

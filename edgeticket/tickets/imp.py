@@ -16,6 +16,7 @@ from ..masks import apply_masks
 from ..models import get_arch, replace_submodule
 from ..ticket import Ticket
 from ..train import fit, replace_head
+from .allocate import LatencyBudget, layer_channels, prune_to_budget
 from .channel import channel_pruner
 from .draw import METHODS, DrawConfig, PruneState, magnitude_step, training_data
 from .patterns import PATTERNS
@@ -28,6 +29,12 @@ def round_schedule(target: float, rate: float) -> list[float]:
         kept *= 1 - rate
         schedule.append(min(target, 1 - kept))
     return schedule
+
+
+def latency_schedule(model, budget: LatencyBudget, rate: float) -> list[float]:
+    """Each round's budget in ms: the predicted latency cut by `rate` per round, down to the budget."""
+    start = budget.latency.of_layers(layer_channels(model))
+    return [start * (1 - cut) for cut in round_schedule(max(0.0, 1 - budget.ms / start), rate)]
 
 
 def rewound(source: Ticket, current: Ticket, masks: dict) -> Ticket:
@@ -51,14 +58,20 @@ def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneSta
     source = ticket if splits.class_names == ticket.class_names else replace_head(ticket, splits.class_names,
                                                                                    training.seed)
     current, model, masks = source, source.build_model(), dict(source.masks)
-    schedule = round_schedule(config.sparsity, training.rate)
+    budgets = latency_schedule(model, config.budget, training.rate) if config.budget else None
+    schedule = budgets or round_schedule(config.sparsity, training.rate)
     # one pruner for every round, so each round's target is a fraction of the *original* channels
-    pruner = channel_pruner(model, source, config.sparsity, config.scope, schedule=schedule,
-                            round_to=config.round_to) if PATTERNS.get(config.pattern).physical else None
+    pruner = channel_pruner(model, source, config.sparsity, config.scope, schedule=schedule, round_to=config.round_to
+                            ) if PATTERNS.get(config.pattern).physical and not budgets else None
+    goal = f"to {config.budget.ms:.3g} ms" if budgets else f"to {config.sparsity:.0%}"
     with progress_bar() as bar:  # each round's training bar shows inside this one
-        rounds = bar.add_task(f"{config.method} rounds", total=len(schedule), status=f"to {config.sparsity:.0%}")
-        for sparsity in schedule:
-            if pruner:
+        rounds = bar.add_task(f"{config.method} rounds", total=len(schedule), status=goal)
+        for index, sparsity in enumerate(schedule):
+            if budgets:  # here `sparsity` is the round's budget in ms; --sparsity is a floor for the last round
+                last = index == len(schedule) - 1
+                history = prune_to_budget(model, current, LatencyBudget(sparsity, config.budget.latency),
+                                          config.round_to, config.sparsity if last else 0.0)
+            elif pruner:
                 model.eval()
                 pruner.step()
                 history = list(source.pruning_history) + list(pruner.pruning_history())
@@ -68,7 +81,8 @@ def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneSta
             current = current.with_model(model, pruning_history=history, masks=masks)
             if training.rewind:
                 current = rewound(source, current, masks)
-            current, _ = fit(current, splits.train, recipe, description=f"{config.method} round to {sparsity:.0%}")
+            step = f"{sparsity:.3g} ms" if budgets else f"{sparsity:.0%}"
+            current, _ = fit(current, splits.train, recipe, description=f"{config.method} round to {step}")
             model.load_state_dict(current.state_dict)
             bar.update(rounds, advance=1)
     return PruneState(model, current.pruning_history, current.masks, current.class_names)

@@ -1,0 +1,223 @@
+"""Drawing to a latency budget on a device: `draw --max-latency-ms T --device D`.
+
+1. The latency model: the source's conv blocks looked up in the device's latency table (bench/latency.py),
+   measuring only what the cache lacks, and the table's error on five random channel configurations.
+2. The draw: OMP, IMP or A-IMP with each group's kept channels chosen by tickets/allocate.py so that the
+   prediction fits T (--sparsity, if given, a floor).
+3. The check: the ticket exported and benched on D; if its p50 exceeds T, the next budget is its prediction
+   times T / measured, and the ticket is drawn again, at most three times in all. A ticket that still misses
+   is kept, and says so (its provenance holds both numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .bench.devices import DeviceProfile
+from .bench.latency import ConvBlock, LatencyTable, conv_blocks, grid_blocks, grid_levels, measure
+from .console import info
+from .errors import EdgeticketError
+from .models.normalize import Normalized
+from .ticket import Ticket
+from .tickets.allocate import (LatencyBudget, LatencyModel, LayerLatency, channel_groups, layer_channels,
+                               layer_groups, prune_groups, smallest_counts)
+from .tickets.draw import DrawConfig, draw_ticket
+
+ROUND_TO = 8             # channels a budgeted draw keeps in multiples of, when the profile names no round_to
+ROUNDS = 3               # draws at most, each with the budget tightened by what the last one measured
+ERROR_CONFIGURATIONS = 5  # random channel configurations the table's prediction is checked on
+CHECK_RUNS = 50           # timed runs of the drawn ticket on the device
+
+
+@dataclass
+class TableReport:
+    """The latency model a draw used: its table file, what was measured for it, and its error."""
+    device: str
+    file: str
+    blocks: int               # grid points this network's layers use
+    measured_blocks: int      # of them, measured by this draw (0: all from the cache)
+    build_seconds: float      # time this draw spent measuring (0: from the cache)
+    first_build_seconds: float  # time the table took when it was built for this network
+    dense_ms: float           # the source as measured when the table was built
+    errors: list[dict] = field(default_factory=list)  # predicted vs measured on random configurations
+
+    @property
+    def mean_error(self) -> float:
+        return float(np.mean([abs(e["predicted_ms"] / e["measured_ms"] - 1) for e in self.errors])) if self.errors else 0.0
+
+
+@dataclass
+class BudgetRound:
+    budget_ms: float
+    predicted_ms: float
+    measured_ms: float
+
+
+@dataclass
+class BudgetReport:
+    max_latency_ms: float
+    device: str
+    rounds: list[BudgetRound]
+    table: TableReport
+    kept_channels: dict[str, list[int]]  # group (its root layer) -> [kept, of]
+
+    @property
+    def met(self) -> bool:
+        return self.rounds[-1].measured_ms <= self.max_latency_ms
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "met": self.met, "table": {**asdict(self.table), "mean_error": self.table.mean_error}}
+
+
+def structure_key(blocks: dict, wiring: dict, round_to: int) -> str:
+    """A short hash of the network's conv blocks, their channel groups and the grid's step."""
+    record = {"blocks": {name: block.key for name, block in sorted(blocks.items())},
+              "wiring": {name: list(pair) for name, pair in sorted(wiring.items())}, "round_to": round_to}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def random_counts(sizes: dict[str, int], round_to: int, rng: np.random.Generator) -> dict[str, int]:
+    """Each group at a random multiple of `round_to` between `round_to` and its width (narrow groups whole)."""
+    counts = {}
+    for name, size in sizes.items():
+        steps = size // round_to
+        counts[name] = size if steps < 1 else int(rng.integers(1, steps + 1)) * round_to
+    return counts
+
+
+def pruned_copy(source: Ticket, counts: dict[str, int]) -> Normalized:
+    """The source as deployed with its groups pruned to `counts` (lowest importance first)."""
+    model = source.build_model()
+    graph, groups = channel_groups(model, source)
+    prune_groups(graph, groups, counts)
+    return Normalized(model.eval(), source.mean, source.std).eval()
+
+
+CALL = ConvBlock(1, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, 1, 1)  # the runtime's cost of one call, nearly no work
+
+
+def layer_model(table: LatencyTable, grids: dict[str, tuple], scale: float = 1.0) -> LatencyModel:
+    """Each layer's block from the table, less one call's cost (a network pays it once, not per layer)."""
+    call = table.points[CALL.key]
+
+    def net(ms):
+        return lambda in_channels, out_channels: max(ms(in_channels, out_channels) - call, 0.0)
+
+    return LatencyModel([LayerLatency(name, (block.in_channels, block.out_channels),
+                                      net(partial(table.block_ms, block, ins, outs)), in_group, out_group)
+                         for name, (block, ins, outs, in_group, out_group) in grids.items()], call, scale)
+
+
+def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tuple[LatencyModel, TableReport]:
+    """The source's latency model on the profile's device, from the cached table, measuring what it lacks."""
+    model = source.build_model()
+    blocks = conv_blocks(model, source.example_input())
+    _, groups = channel_groups(model, source)
+    wiring = layer_groups(groups)
+    sizes = {g.name: len(g.scores) for g in groups}
+    levels = {name: grid_levels(size, round_to) for name, size in sizes.items()}
+    table = LatencyTable.for_device(profile, source.arch, source.input_size)
+    grids = {}
+    for name, block in blocks.items():
+        in_group, out_group = wiring.get(name, (None, None))
+        grids[name] = (block, levels[in_group] if in_group else [block.in_channels],
+                       levels[out_group] if out_group else [block.out_channels], in_group, out_group)
+    needed = [CALL] + [b for block, ins, outs, _, _ in grids.values() for b in grid_blocks(block, ins, outs)]
+    key = structure_key(blocks, wiring, round_to)
+    missing, network = table.missing(needed), table.networks.get(key)
+    started = time.perf_counter()
+    if missing or network is None:
+        info(f"latency table for {source.arch} at {'x'.join(map(str, source.input_size))} on {profile.name}: "
+             f"measuring {len(missing)} of {len(set(b.key for b in needed))} blocks -> {table.path}")
+        rng = np.random.default_rng(0)
+        configurations = [random_counts(sizes, round_to, rng) for _ in range(ERROR_CONFIGURATIONS)]
+        example = source.example_input()
+        networks = [(Normalized(source.build_model(), source.mean, source.std).eval(), example)]
+        networks += [(pruned_copy(source, counts), example) for counts in configurations]
+        block_ms, network_ms = measure(profile, missing, networks)
+        table.points.update({block.key: ms for block, ms in zip(missing, block_ms)})
+        latency = layer_model(table, grids)
+        latency.scale = (network_ms[0] - latency.call_ms) / (latency.total(sizes) - latency.call_ms)
+        network = {"dense_ms": network_ms[0], "scale": latency.scale,
+                   "errors": [{"predicted_ms": latency.total(counts), "measured_ms": ms, "kept": counts}
+                              for counts, ms in zip(configurations, network_ms[1:])],
+                   "build_seconds": time.perf_counter() - started, "blocks": len(set(b.key for b in needed))}
+        table.networks[key] = network
+        table.save()
+    latency = layer_model(table, grids, network["scale"])
+    report = TableReport(profile.name, str(table.path), network["blocks"], len(missing),
+                         time.perf_counter() - started if missing else 0.0, network["build_seconds"],
+                         network["dense_ms"], [{k: e[k] for k in ("predicted_ms", "measured_ms")}
+                                               for e in network["errors"]])
+    return latency, report
+
+
+def measured_ms(ticket: Ticket, profile: DeviceProfile) -> float:
+    """The ticket exported in the profile's format (checked against torch) and benched there: p50 ms."""
+    from .bench import BenchConfig, bench_artifact
+    from .export import export
+    from .runtimes import get_runtime
+    runtime = get_runtime(profile.runtime)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"ticket{runtime.suffix}"
+        export(ticket, path, runtime.format)
+        return bench_artifact(path, profile, BenchConfig(runs=CHECK_RUNS, warmup=5, seconds=0.5)).latency.p50_ms
+
+
+def kept_per_group(source: Ticket, ticket: Ticket, groups: list[str]) -> dict[str, list[int]]:
+    """Each group's channels in the ticket and in the source, read from its root layer."""
+    before, after = layer_channels(source.build_model()), layer_channels(ticket.build_model())
+    return {name: [after[name][1], before[name][1]] for name in groups if name in after}
+
+
+def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -> tuple[Ticket, BudgetReport]:
+    """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, tighten, redraw."""
+    target = config.max_latency_ms
+    latency, table = latency_model(source, profile, config.round_to)
+    fastest = latency.total(smallest_counts(latency.group_sizes(), config.round_to))
+    if target < fastest:
+        raise EdgeticketError(f"--max-latency-ms {target:g} is below the smallest latency {source.arch} reaches on "
+                              f"{profile.name}: {fastest:.3g} ms predicted with every channel group at "
+                              f"{config.round_to} channels (dense: {table.dense_ms:.3g} ms)",
+                              hint=f"ask for at least {fastest:.3g} ms, or a smaller --round-to")
+    if table.errors:
+        info(f"latency model on {profile.name}: dense {table.dense_ms:.2f} ms; predicted vs measured on "
+             f"{len(table.errors)} random configurations: " + ", ".join(
+                 f"{e['predicted_ms']:.2f}/{e['measured_ms']:.2f}" for e in table.errors)
+             + f" ms (mean error {table.mean_error:.1%})")
+    rounds, budget = [], target
+    for _ in range(ROUNDS):
+        ticket, _ = draw_ticket(source, dataclasses.replace(config, budget=LatencyBudget(budget, latency)))
+        predicted = latency.of_layers(layer_channels(ticket.build_model()))
+        rounds.append(BudgetRound(budget, predicted, measured_ms(ticket, profile)))
+        info(f"budget {budget:.3g} ms: predicted {predicted:.3g} ms, measured {rounds[-1].measured_ms:.3g} ms "
+             f"on {profile.name}")
+        if rounds[-1].measured_ms <= target:
+            break
+        budget = predicted * target / rounds[-1].measured_ms  # what was predicted, cut by how far it missed
+    report = BudgetReport(target, profile.name, rounds, table, kept_per_group(source, ticket, list(latency.group_sizes())))
+    if not report.met:
+        info(f"the ticket measures {rounds[-1].measured_ms:.3g} ms on {profile.name} after {len(rounds)} draws, over "
+             f"the {target:g} ms budget: it is written anyway (a busy machine times slower; bench it again)")
+    ticket.provenance = dataclasses.replace(
+        ticket.provenance, latency_budget_ms=target, latency_device=profile.name,
+        predicted_latency_ms=rounds[-1].predicted_ms, measured_latency_ms=rounds[-1].measured_ms)
+    ticket.provenance.stages[-1].details["latency"] = report.as_dict()
+    return ticket, report
+
+
+def check_budget_device(device: str | None) -> DeviceProfile:
+    if not device:
+        raise EdgeticketError("--max-latency-ms needs the device the latency is measured on",
+                              hint="add --device NAME, e.g. --device ort-cpu-1t (see `edgeticket devices`)")
+    from .bench import get_device
+    return get_device(device)

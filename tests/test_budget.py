@@ -1,0 +1,144 @@
+"""`draw --max-latency-ms T --device D` end to end on a small ResNet and ort-cpu-1t: the latency table is built
+once for the module (in its own cache folder) and reused; no assertion depends on how fast this machine is."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import edgeticket as et
+from edgeticket import api
+from edgeticket.bench import get_device
+from edgeticket.budget import latency_model
+from edgeticket.cli import app
+from edgeticket.models.archs import get_model
+from edgeticket.ticket import Ticket
+from edgeticket.tickets.allocate import layer_channels
+from edgeticket.tickets.channel import kept_channels
+
+ROUND_TO = 16  # a coarser grid than the default 8: fewer blocks to time
+
+needs_table = pytest.mark.slow  # building the table times ~250 blocks and 6 networks
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def source_file(tmp_path_factory):
+    """A small ResNet source ticket and its folder, with the latency cache inside it."""
+    folder = tmp_path_factory.mktemp("budget")
+    torch.manual_seed(0)
+    model = get_model("small_resnet", num_classes=10, in_channels=1)
+    source = Ticket("small_resnet", {"num_classes": 10, "in_channels": 1}, model.state_dict(), (1, 28, 28), (0.5,),
+                    (0.5,), [str(i) for i in range(10)], provenance={"source_kind": "robust"})
+    source.save(folder / "source.ticket")
+    return folder, source
+
+
+@pytest.fixture(scope="module")
+def budget_setup(source_file):
+    """The source's latency table (built here, once, about 15 s) and what it measured."""
+    folder, source = source_file
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EDGETICKET_CACHE", str(folder / "cache"))
+    latency, table = latency_model(source, get_device("ort-cpu-1t"), ROUND_TO)
+    yield folder, source, latency, table
+    patch.undo()
+
+
+@needs_table
+def test_table_reports_its_error_on_random_configurations(budget_setup):
+    _, _, latency, table = budget_setup
+    assert table.measured_blocks == table.blocks and len(table.errors) == 5
+    assert all(e["predicted_ms"] > 0 and e["measured_ms"] > 0 for e in table.errors)
+    assert latency.total(latency.group_sizes()) == pytest.approx(table.dense_ms)  # calibrated on the dense net
+
+
+@needs_table
+def test_cli_draws_to_a_budget_and_the_ticket_reloads_and_exports(budget_setup, monkeypatch):
+    folder, source, latency, table = budget_setup
+    measured = []
+    real = __import__("edgeticket.bench.latency", fromlist=["measure"]).measure
+    monkeypatch.setattr("edgeticket.budget.measure", lambda *a, **k: measured.append(a) or real(*a, **k))
+    budget = round(0.6 * table.dense_ms, 4)
+    out = folder / "budget.ticket"
+    result = run("draw", folder / "source.ticket", "--max-latency-ms", budget, "--device", "ort-cpu-1t",
+                 "--round-to", ROUND_TO, "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert measured == []  # the table came from the cache: nothing was timed again
+    report = json.loads(result.stdout)["latency"]
+    assert report["table"]["measured_blocks"] == 0 and report["device"] == "ort-cpu-1t"
+    rounds = report["rounds"]
+    assert 1 <= len(rounds) <= 3 and rounds[0]["budget_ms"] == pytest.approx(budget)
+    for before, after in zip(rounds, rounds[1:]):  # each redraw: the prediction cut by how far it missed
+        assert before["measured_ms"] > budget
+        assert after["budget_ms"] == pytest.approx(before["predicted_ms"] * budget / before["measured_ms"])
+    assert all(r["predicted_ms"] <= r["budget_ms"] + 1e-9 for r in rounds)
+    ticket = Ticket.load(out)  # weights_only
+    p = ticket.provenance
+    assert (p.latency_budget_ms, p.latency_device) == (pytest.approx(budget), "ort-cpu-1t")
+    assert p.predicted_latency_ms == pytest.approx(rounds[-1]["predicted_ms"])
+    assert p.measured_latency_ms == pytest.approx(rounds[-1]["measured_ms"])
+    model = ticket.build_model()
+    assert latency.of_layers(layer_channels(model)) == pytest.approx(p.predicted_latency_ms)
+    channels = layer_channels(model)
+    for group, (kept, of) in report["kept_channels"].items():
+        assert channels[group][1] == kept and of == layer_channels(source.build_model())[group][1]
+        assert kept % ROUND_TO == 0 or kept == of
+    assert p.achieved_sparsity > 0
+    export = api.export(out, folder / "budget.onnx")  # (et.export is shadowed once edgeticket.export is imported)
+    assert export.value <= export.threshold  # parity with torch
+    shown = run("inspect", out)
+    assert shown.exit_code == 0 and "channels kept per group" in shown.stdout and "latency_budget_ms" in shown.stdout
+
+
+@needs_table
+def test_the_api_takes_the_same_keywords_and_sparsity_is_a_floor(budget_setup):
+    folder, source, latency, table = budget_setup
+    generous = 10 * table.dense_ms
+    ticket = et.draw(source, max_latency_ms=generous, device="ort-cpu-1t", round_to=ROUND_TO, sparsity=0.5)
+    channels, dense = layer_channels(ticket.build_model()), layer_channels(source.build_model())
+    for group in latency.group_sizes():
+        assert channels[group][1] == kept_channels(dense[group][1], 0.5, ROUND_TO)  # the floor, and no further
+    alone = et.draw(source, max_latency_ms=generous, device="ort-cpu-1t", round_to=ROUND_TO)
+    assert layer_channels(alone.build_model()) == dense  # no default sparsity with a budget alone
+    assert alone.provenance.sparsity == 0.0
+
+
+@needs_table
+def test_a_budget_below_the_smallest_reachable_latency_is_a_one_line_error(budget_setup):
+    folder, _, latency, _ = budget_setup
+    result = run("draw", folder / "source.ticket", "--max-latency-ms", "0.000001", "--device", "ort-cpu-1t",
+                 "--round-to", ROUND_TO, "-o", folder / "never.ticket")
+    assert result.exit_code != 0 and not (folder / "never.ticket").exists()
+    assert "below the smallest latency small_resnet reaches on ort-cpu-1t" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-latency-ms", "1"], "needs the device"),
+    (["--max-latency-ms", "1", "--device", "ort-cpu-1t", "--method", "lmp"], "not --method lmp"),
+    (["--max-latency-ms", "1", "--device", "ort-cpu-1t", "--pattern", "kernel"], "--pattern kernel"),
+    (["--max-latency-ms", "-3", "--device", "ort-cpu-1t"], "not a positive number"),
+    (["--max-latency-ms", "1", "--device", "no-such-device"], "no-such-device"),
+])
+def test_bad_budget_options_are_refused_before_anything_is_measured(source_file, monkeypatch, args, message):
+    folder = source_file[0]
+    monkeypatch.setattr("edgeticket.budget.latency_model", lambda *a: pytest.fail("measured before refusing"))
+    result = run("draw", folder / "source.ticket", *args, "-o", folder / "bad.ticket")
+    assert result.exit_code != 0 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_imp_reaches_the_budget_over_its_rounds(budget_setup):
+    folder, source, latency, table = budget_setup
+    budget = 0.6 * table.dense_ms
+    ticket = et.draw(source, method="imp", max_latency_ms=budget, device="ort-cpu-1t", round_to=ROUND_TO,
+                     data="digits", subset=100, rate=0.2)
+    draw = ticket.provenance.stages[-1]
+    assert draw.details["method"] == "imp" and draw.details["max_latency_ms"] == pytest.approx(budget)
+    assert latency.of_layers(layer_channels(ticket.build_model())) <= draw.details["latency"]["rounds"][-1]["budget_ms"]
+    assert ticket.class_names == [str(i) for i in range(10)]
