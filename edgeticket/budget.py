@@ -29,13 +29,14 @@ from .errors import EdgeticketError
 from .models.normalize import Normalized
 from .ticket import Ticket
 from .tickets.allocate import (LatencyBudget, LatencyModel, LayerLatency, channel_groups, layer_channels,
-                               layer_groups, prune_groups, smallest_counts)
+                               check_reachable, layer_groups, prune_groups, smallest_counts)
 from .tickets.draw import DrawConfig, draw_ticket
 
 ROUND_TO = 8             # channels a budgeted draw keeps in multiples of, when the profile names no round_to
 ROUNDS = 3               # draws at most, each with the budget tightened by what the last one measured
 ERROR_CONFIGURATIONS = 5  # random channel configurations the table's prediction is checked on
 CHECK_RUNS = 50           # timed runs of the drawn ticket on the device
+CHUNK = 200               # blocks per runner process, and between saves of the table
 
 
 @dataclass
@@ -78,9 +79,9 @@ class BudgetReport:
         return {**asdict(self), "met": self.met, "table": {**asdict(self.table), "mean_error": self.table.mean_error}}
 
 
-def structure_key(blocks: dict, wiring: dict, round_to: int) -> str:
-    """A short hash of the network's conv blocks, their channel groups and the grid's step."""
-    record = {"blocks": {name: block.key for name, block in sorted(blocks.items())},
+def structure_key(blocks: dict, wiring: dict, round_to: int, classes: int) -> str:
+    """A short hash of the network's conv blocks, their channel groups, its classes and the grid's step."""
+    record = {"blocks": {name: block.key for name, block in sorted(blocks.items())}, "classes": classes,
               "wiring": {name: list(pair) for name, pair in sorted(wiring.items())}, "round_to": round_to}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -132,7 +133,7 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
         grids[name] = (block, levels[in_group] if in_group else [block.in_channels],
                        levels[out_group] if out_group else [block.out_channels], in_group, out_group)
     needed = [CALL] + [b for block, ins, outs, _, _ in grids.values() for b in grid_blocks(block, ins, outs)]
-    key = structure_key(blocks, wiring, round_to)
+    key = structure_key(blocks, wiring, round_to, source.num_classes)
     missing, network = table.missing(needed), table.networks.get(key)
     started = time.perf_counter()
     if missing or network is None:
@@ -143,8 +144,12 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
         example = source.example_input()
         networks = [(Normalized(source.build_model(), source.mean, source.std).eval(), example)]
         networks += [(pruned_copy(source, counts), example) for counts in configurations]
-        block_ms, network_ms = measure(profile, missing, networks)
-        table.points.update({block.key: ms for block, ms in zip(missing, block_ms)})
+        for start in range(0, len(missing), CHUNK):  # saved as it goes: a killed build resumes where it was
+            chunk = missing[start:start + CHUNK]
+            label = f": blocks {start + 1}-{start + len(chunk)} of {len(missing)}"
+            table.points.update(zip((block.key for block in chunk), measure(profile, chunk, [], label)[0]))
+            table.save()
+        network_ms = measure(profile, [], networks, ": dense and random networks")[1]
         latency = layer_model(table, grids)
         latency.scale = (network_ms[0] - latency.call_ms) / (latency.total(sizes) - latency.call_ms)
         network = {"dense_ms": network_ms[0], "scale": latency.scale,
@@ -183,12 +188,8 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, tighten, redraw."""
     target = config.max_latency_ms
     latency, table = latency_model(source, profile, config.round_to)
+    check_reachable(latency, target, config.round_to, network=f"{source.arch} on {profile.name}")
     fastest = latency.total(smallest_counts(latency.group_sizes(), config.round_to))
-    if target < fastest:
-        raise EdgeticketError(f"--max-latency-ms {target:g} is below the smallest latency {source.arch} reaches on "
-                              f"{profile.name}: {fastest:.3g} ms predicted with every channel group at "
-                              f"{config.round_to} channels (dense: {table.dense_ms:.3g} ms)",
-                              hint=f"ask for at least {fastest:.3g} ms, or a smaller --round-to")
     if table.errors:
         info(f"latency model on {profile.name}: dense {table.dense_ms:.2f} ms; predicted vs measured on "
              f"{len(table.errors)} random configurations: " + ", ".join(
@@ -201,9 +202,9 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
         rounds.append(BudgetRound(budget, predicted, measured_ms(ticket, profile)))
         info(f"budget {budget:.3g} ms: predicted {predicted:.3g} ms, measured {rounds[-1].measured_ms:.3g} ms "
              f"on {profile.name}")
-        if rounds[-1].measured_ms <= target:
+        if rounds[-1].measured_ms <= target or budget <= fastest:
             break
-        budget = predicted * target / rounds[-1].measured_ms  # what was predicted, cut by how far it missed
+        budget = max(fastest, predicted * target / rounds[-1].measured_ms)  # the prediction, cut by the miss
     report = BudgetReport(target, profile.name, rounds, table, kept_per_group(source, ticket, list(latency.group_sizes())))
     if not report.met:
         info(f"the ticket measures {rounds[-1].measured_ms:.3g} ms on {profile.name} after {len(rounds)} draws, over "
@@ -220,4 +221,9 @@ def check_budget_device(device: str | None) -> DeviceProfile:
         raise EdgeticketError("--max-latency-ms needs the device the latency is measured on",
                               hint="add --device NAME, e.g. --device ort-cpu-1t (see `edgeticket devices`)")
     from .bench import get_device
-    return get_device(device)
+    profile = get_device(device)
+    if profile.int8:
+        raise EdgeticketError(f"--max-latency-ms times fp32 blocks and exports; {profile.name} runs int8",
+                              hint="draw to the budget on the fp32 profile of the same runtime (e.g. --device "
+                                   "ort-cpu-1t), then export --int8 and bench it")
+    return profile

@@ -86,5 +86,5 @@ def latency_report(latency: dict) -> None:
     console.print(f"latency table: {table['blocks']} blocks, {source}; dense {table['dense_ms']:.3g} ms; error on "
                   f"{len(table['errors'])} random configurations {table['mean_error']:.1%} (mean |predicted/measured - 1|)"
                   f"; {table['file']}", markup=False)
-    rows_table("channels kept per group (named by its first layer)", ["group", "kept", "of", "removed"],
+    rows_table("channels kept per group (named by its root layer, as torch-pruning names it)", ["group", "kept", "of", "removed"],
                [[name, kept, total, f"{1 - kept / total:.0%}"] for name, (kept, total) in latency["kept_channels"].items()])

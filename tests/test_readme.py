@@ -45,6 +45,7 @@ def test_the_readme_commands_run_in_order(tmp_path, monkeypatch, runner):
     with the repository's examples/, in process (one torch import instead of twenty)."""
     (tmp_path / "examples").symlink_to(REPO / "examples")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))  # the latency table goes here, not to ~/.cache
     for line in commands_block((REPO / "README.md").read_text()):
         if is_slow(line):
             continue

@@ -132,6 +132,7 @@ class TableKey:
     machine: str
     arch: str
     input_size: list[int]
+    version: int = 1  # of how blocks are written and timed: a change makes new tables
 
     def file(self) -> Path:
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -200,12 +201,12 @@ def grid_blocks(block: ConvBlock, in_levels: list[int], out_levels: list[int]) -
 
 
 def measure(profile: DeviceProfile, blocks: list[ConvBlock], networks: list[tuple[nn.Module, torch.Tensor]],
-            timeout: float = 1800.0) -> tuple[list[float], list[float]]:
+            label: str = "", timeout: float = 1800.0) -> tuple[list[float], list[float]]:
     """p50 ms of each block and each (module, example) network, written in the profile's format and timed by
     the runner, all in one process on this machine."""
     runtime = get_runtime(profile.runtime)
     with tempfile.TemporaryDirectory() as work, progress_bar() as bar:
-        task = bar.add_task(f"latency table on {profile.name}", total=len(blocks) + len(networks) + 1,
+        task = bar.add_task(f"latency table on {profile.name}{label}", total=len(blocks) + len(networks) + 1,
                             status="writing blocks")
         folder, timings = Path(work), []
         for index, block in enumerate(blocks):

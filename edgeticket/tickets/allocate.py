@@ -86,6 +86,17 @@ def smallest_counts(sizes: dict[str, int], round_to: int) -> dict[str, int]:
     return {name: size if size <= round_to else round_to for name, size in sizes.items()}
 
 
+def check_reachable(latency: LatencyModel, budget_ms: float, round_to: int, sizes: dict[str, int] | None = None,
+                    network: str = "the network") -> None:
+    """Refuse a budget below the prediction with every group at its fewest channels, naming that latency."""
+    fastest = latency.total(smallest_counts(sizes or latency.group_sizes(), round_to))
+    if budget_ms < fastest:
+        at_least = float(f"{fastest * 1.0005:.4g}")  # rounded up: asking for what the hint says works
+        raise EdgeticketError(f"--max-latency-ms {budget_ms:g} is below the smallest latency {network} reaches: "
+                              f"{fastest:.4g} ms predicted with every channel group at {round_to} channels",
+                              hint=f"ask for at least {at_least:g} ms, or a smaller --round-to")
+
+
 def step_down(count: int, floor: int, round_to: int) -> int | None:
     """The next smaller multiple of `round_to`, or None below `floor`."""
     lower = (count - 1) // round_to * round_to
@@ -101,11 +112,7 @@ def allocate(scores: dict[str, torch.Tensor], latency: LatencyModel, budget_ms: 
     step = max(round_to, 1)
     sizes = {name: len(s) for name, s in scores.items()}
     floor = smallest_counts(sizes, step)
-    fastest = latency.total(floor)
-    if fastest > budget_ms:
-        raise EdgeticketError(f"a budget of {budget_ms:.3g} ms is below the smallest reachable latency, "
-                              f"{fastest:.3g} ms (every channel group at {step} channels)",
-                              hint=f"ask for at least {fastest:.3g} ms, or a smaller --round-to")
+    check_reachable(latency, budget_ms, step, sizes)
     ranked = {name: torch.sort(s.double()).values for name, s in scores.items()}  # lowest first: removed first
     counts = {name: min(sizes[name], (caps or {}).get(name, sizes[name])) for name in sizes}
     cap = dict(counts)
@@ -128,24 +135,22 @@ def allocate(scores: dict[str, torch.Tensor], latency: LatencyModel, budget_ms: 
             if best is None or rank < best[0]:
                 best = (rank, name, lower)
         _, name, lower = best
-        total += latency.change(counts, name, lower)
         counts[name] = lower
+        total = latency.total(counts)  # summed afresh: at the floor it is exactly the reachable minimum
     while True:  # give back what still fits, most importance per millisecond first
         best = None
         for name in sizes:
             higher = min(cap[name], (counts[name] // step + 1) * step)
             if higher <= counts[name]:
                 continue
-            added = latency.change(counts, name, higher)
-            if total + added > budget_ms:
+            if latency.total({**counts, name: higher}) > budget_ms:
                 continue
-            rank = lost(name, higher) / max(added, 1e-12)
+            rank = lost(name, higher) / max(latency.change(counts, name, higher), 1e-12)
             if best is None or rank > best[0]:
-                best = (rank, name, higher, added)
+                best = (rank, name, higher)
         if best is None:
             return counts
-        _, name, higher, added = best
-        total += added
+        _, name, higher = best
         counts[name] = higher
 
 
@@ -177,6 +182,8 @@ def channel_groups(model: nn.Module, ticket: Ticket) -> tuple[tp.DependencyGraph
             module = dep.target.module
             if isinstance(module, nn.Conv2d):
                 (outs if graph.is_out_channel_pruning_fn(dep.handler) else ins).append(names[module])
+                if module.groups > 1 and module.groups == module.in_channels == module.out_channels:
+                    ins.append(names[module])  # depthwise: its inputs are these channels too
         with torch.no_grad():
             scores = importance(group).detach().cpu()
         groups.append(ChannelGroup(names[group[0].dep.target.module], group, scores, outs, ins))
@@ -200,7 +207,7 @@ def prune_to_budget(model: nn.Module, ticket: Ticket, budget: LatencyBudget, rou
     of each group's source channels (--sparsity as a floor); returns the ticket's pruning history extended."""
     graph, groups = channel_groups(model, ticket)
     source = budget.latency.group_sizes()
-    caps = {g.name: kept_channels(source.get(g.name, len(g.scores)), floor, round_to) for g in groups}
+    caps = {g.name: kept_channels(source.get(g.name, len(g.scores)), floor, round_to) for g in groups} if floor else None
     counts = allocate({g.name: g.scores for g in groups}, budget.latency, budget.ms, round_to, caps)
     return list(ticket.pruning_history) + prune_groups(graph, groups, counts)
 

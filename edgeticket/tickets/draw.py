@@ -149,6 +149,9 @@ class DrawReport:
 
 def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]:
     config.validate()
+    if config.max_latency_ms is not None and config.budget is None:
+        raise EdgeticketError("a latency budget needs the device's latency model to draw with",
+                              hint="call edgeticket.draw(..., max_latency_ms=T, device=D), which builds it")
     reference = source.build_model()
     before = measure(reference, source)
     state = METHODS.get(config.method)(source, config)
@@ -168,7 +171,8 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     ticket.provenance = dataclasses.replace(
         ticket.provenance, method=config.method, pattern=config.pattern, scope=config.scope, round_to=config.round_to,
         sparsity=config.sparsity, achieved_sparsity=achieved, params_removed=removed, params_before=before.params,
-        params_after=after.params, macs_before=before.macs, macs_after=after.macs)
+        params_after=after.params, macs_before=before.macs, macs_after=after.macs, latency_budget_ms=None,
+        latency_device=None, predicted_latency_ms=None, measured_latency_ms=None)  # a budgeted draw sets them after
     record = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ("training", "budget")}
     ticket.add_stage("draw", **record, **({"training": asdict(config.training)} if config.method != "omp" else {}))
     return ticket, report

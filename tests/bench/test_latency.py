@@ -32,7 +32,7 @@ def test_interpolation_is_exact_for_a_bilinear_cost(tmp_path, monkeypatch):
 
     for block in grid_blocks(BLOCK, ins, outs):
         table.points[block.key] = cost(block.in_channels, block.out_channels)
-    for i, o in [(64, 128), (8, 16), (20, 100), (44, 17), (61, 127)]:
+    for i, o in [(64, 128), (8, 16), (20, 100), (44, 17), (61, 127), (4, 200)]:  # the last beyond the grid
         assert table.block_ms(BLOCK, ins, outs, i, o) == pytest.approx(cost(i, o))
     depthwise = ConvBlock(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), 32, 14, 14)
     levels = grid_levels(32, 8)
@@ -97,3 +97,14 @@ def test_the_table_is_kept_per_device_threads_and_runtime_version(tmp_path, monk
     from dataclasses import replace
     newer = LatencyTable(replace(one.key, runtime_version="99.0"))
     assert newer.points == {} and newer.path != one.path
+
+
+def test_a_board_over_ssh_is_refused_with_what_to_do_instead():
+    from dataclasses import replace
+
+    from edgeticket.bench.devices import SshTarget
+    from edgeticket.errors import EdgeticketError
+    board = replace(get_device("ort-cpu-1t"), name="pi5", ssh=SshTarget("pi5.local", user="pi"))
+    with pytest.raises(EdgeticketError, match="pi@pi5.local") as error:
+        LatencyTable.for_device(board, "resnet18", (3, 224, 224))
+    assert "bench the ticket on the board" in error.value.hint
