@@ -160,12 +160,8 @@ class LatencyTable:
 
     @classmethod
     def for_device(cls, profile: DeviceProfile, arch: str, input_size: tuple[int, ...]) -> "LatencyTable":
-        if profile.ssh:
-            raise EdgeticketError(f"latency tables are measured on this machine's profiles; {profile.name} runs on "
-                                  f"{profile.ssh.label}", hint="draw to a budget on a local profile, then bench "
-                                  "the ticket on the board; a board's table is not built yet")
         runtime = get_runtime(profile.runtime)
-        why = runtime.unavailable_reason(profile.provider)
+        why = None if profile.ssh else runtime.unavailable_reason(profile.provider)  # a board's probe says
         if why:
             raise EdgeticketError(f"cannot measure latency on {profile.name}: {why}",
                                   hint="pick a profile that runs here (see `edgeticket devices`)")
@@ -203,7 +199,7 @@ def grid_blocks(block: ConvBlock, in_levels: list[int], out_levels: list[int]) -
 def measure(profile: DeviceProfile, blocks: list[ConvBlock], networks: list[tuple[nn.Module, torch.Tensor]],
             label: str = "", timeout: float = 1800.0) -> tuple[list[float], list[float]]:
     """p50 ms of each block and each (module, example) network, written in the profile's format and timed by
-    the runner, all in one process on this machine."""
+    the runner, all in one process: here, or on the profile's board over ssh (pushed, run, removed)."""
     runtime = get_runtime(profile.runtime)
     with tempfile.TemporaryDirectory() as work, progress_bar() as bar:
         task = bar.add_task(f"latency table on {profile.name}{label}", total=len(blocks) + len(networks) + 1,
@@ -224,7 +220,11 @@ def measure(profile: DeviceProfile, blocks: list[ConvBlock], networks: list[tupl
         job = {"model": str(folder), "runtime": profile.runtime, "provider": profile.provider,
                "threads": profile.threads, "precision": profile.precision, "runs": TIMED_RUNS, "warmup": WARMUP,
                "min_seconds": 0.0, "timings": timings}
-        out, _ = run_local(job, {}, timeout)
+        if profile.ssh:
+            from .ssh import run_on_board  # paramiko is imported only for a board
+            out = run_on_board(profile.ssh, job, {}, timeout)[0]
+        else:
+            out = run_local(job, {}, timeout)[0]
         bar.update(task, advance=1)
     p50 = [entry["p50_ms"] for entry in out["latencies"]]
     return p50[:len(blocks)], p50[len(blocks):]

@@ -345,12 +345,22 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
         runner = push.add([(RUNNER, "runner.py")])[RUNNER]
         source = runtime_file(job)  # the runtime's file, which the runner loads by its path
         runtime = push.add([(source, source.name)])[source]
-        models = push.add([(f, f"{model.name}/{f.name}") for f in sorted(model.iterdir())] if model.is_dir()
-                          else [(model, model.name)])
-        remote_model = posixpath.dirname(next(iter(models.values()))) if model.is_dir() else models[model]
+        files = sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else [model]
+        names = [posixpath.join(model.name, *f.relative_to(model).parts) if model.is_dir() else model.name
+                 for f in files]
+        placed = push.add(list(zip(files, names)))
+        base = placed[files[0]][:-len(names[0])]  # the content-named folder the model's files went to
+
+        def remote(local: Path) -> str:
+            """Where a path under the model (a file, or a folder of a folder runtime's) is on the board."""
+            return posixpath.join(base, model.name, *local.relative_to(model).parts) if model.is_dir() else placed[local]
+
+        remote_model = remote(model)
         remote_inputs = {name: push.add([(path, path.name)])[path]
                          for name, path in save_inputs(staged, inputs).items()}
-        job_file = write_job(staged, {**job, "stop_when_stdin_closes": True},
+        timings = [{**entry, "model": posixpath.relpath(remote(Path(entry["model"])), push.run_dir)}
+                   for entry in job.get("timings", [])]  # a latency table's models: all under `model`
+        job_file = write_job(staged, {**job, "stop_when_stdin_closes": True, **({"timings": timings} if timings else {})},
                              posixpath.relpath(remote_model, push.run_dir),
                              {name: posixpath.relpath(path, push.run_dir) for name, path in remote_inputs.items()},
                              posixpath.relpath(runtime, push.run_dir))
@@ -359,7 +369,8 @@ def run_on_board(target: SshTarget, job: dict, inputs: dict[str, np.ndarray], ti
             status, stdout, stderr = execute(client, "runner", [on_board(target.python), "-I", runner,
                                                       posixpath.join(push.run_dir, job_file.name)], timeout, stdin=None)
             out = runner_output(status, stdout, stderr, job, where=f" on {end.label}")
-            logits = {name: fetch(sftp, push.run_dir, file, staged, end.label) for name, file in out["logits"].items()}
+            logits = {name: fetch(sftp, push.run_dir, file, staged, end.label)
+                      for name, file in out.get("logits", {}).items()}
         record = {"host": end.label, "workdir": target.workdir, "kept": keep,
                   "pushed": sorted(posixpath.relpath(push.files[p], workdir) for p in sent),
                   "already_there": sorted(posixpath.relpath(push.files[p], workdir)

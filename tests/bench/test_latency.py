@@ -98,13 +98,3 @@ def test_the_table_is_kept_per_device_threads_and_runtime_version(tmp_path, monk
     newer = LatencyTable(replace(one.key, runtime_version="99.0"))
     assert newer.points == {} and newer.path != one.path
 
-
-def test_a_board_over_ssh_is_refused_with_what_to_do_instead():
-    from dataclasses import replace
-
-    from edgeticket.bench.devices import SshTarget
-    from edgeticket.errors import EdgeticketError
-    board = replace(get_device("ort-cpu-1t"), name="pi5", ssh=SshTarget("pi5.local", user="pi"))
-    with pytest.raises(EdgeticketError, match="pi@pi5.local") as error:
-        LatencyTable.for_device(board, "resnet18", (3, 224, 224))
-    assert "bench the ticket on the board" in error.value.hint

@@ -297,3 +297,42 @@ def test_the_boards_runner_stops_when_the_bench_is_killed(board, digits_onnx):
         bench.kill()
         bench.wait()
     assert wait_until(lambda: not board_runners(workdir), 15)
+
+
+def test_a_latency_table_is_measured_on_the_board(board, monkeypatch, tmp_path):
+    """The table's blocks and networks go to the board in one push, are timed there by its runner, and leave
+    nothing behind; the table file is the board's, not this machine's."""
+    import torch
+
+    from edgeticket.bench.latency import ConvBlock, LatencyTable, measure
+    profile, workdir = board
+    profile = read_profile(profile)
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    blocks = [ConvBlock(8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, 8, 8),
+              ConvBlock(8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 8, 8, 8)]
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten()).eval()
+    block_ms, network_ms = measure(profile, blocks, [(network, torch.zeros(1, 1, 8, 8))])
+    assert len(block_ms) == 2 and len(network_ms) == 1 and all(ms > 0 for ms in block_ms + network_ms)
+    assert files_under(workdir) == []
+    table = LatencyTable.for_device(profile, "small_resnet", (1, 28, 28))
+    assert table.key.machine.startswith("ssh ") and table.key.device == profile.name
+
+
+@pytest.mark.slow
+def test_a_budget_draw_measures_and_checks_on_the_board(board, monkeypatch, tmp_path):
+    """`draw --max-latency-ms T --device BOARD`: the table is built there and the ticket benched there."""
+    import torch
+
+    import edgeticket as et
+    from edgeticket.models.archs import get_model
+    from edgeticket.ticket import Ticket
+    profile, workdir = board
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    source = Ticket("small_resnet", {"num_classes": 10, "in_channels": 1},
+                    get_model("small_resnet", num_classes=10, in_channels=1).state_dict(), (1, 28, 28), (0.5,),
+                    (0.5,), [str(i) for i in range(10)])
+    ticket = et.draw(source, max_latency_ms=1000.0, device=str(profile), round_to=32)
+    latency = ticket.provenance.stages[-1].details["latency"]
+    assert ticket.provenance.latency_device == "board" and latency["table"]["measured_blocks"] > 0
+    assert "board" in Path(latency["table"]["file"]).name and files_under(workdir) == []
