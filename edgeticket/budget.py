@@ -188,13 +188,15 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, tighten, redraw."""
     target = config.max_latency_ms
     latency, table = latency_model(source, profile, config.round_to)
+    info(f"latency model on {profile.name}: dense {table.dense_ms:.3g} ms; predicted vs measured on "
+         f"{len(table.errors)} random configurations: " + ", ".join(
+             f"{e['predicted_ms']:.3g}/{e['measured_ms']:.3g}" for e in table.errors)
+         + f" ms (mean error {table.mean_error:.1%})")
     check_reachable(latency, target, config.round_to, network=f"{source.arch} on {profile.name}")
     fastest = latency.total(smallest_counts(latency.group_sizes(), config.round_to))
-    if table.errors:
-        info(f"latency model on {profile.name}: dense {table.dense_ms:.2f} ms; predicted vs measured on "
-             f"{len(table.errors)} random configurations: " + ", ".join(
-                 f"{e['predicted_ms']:.2f}/{e['measured_ms']:.2f}" for e in table.errors)
-             + f" ms (mean error {table.mean_error:.1%})")
+    if target >= table.dense_ms and not config.sparsity:
+        info(f"the budget, {target:g} ms, is above the dense {source.arch}'s {table.dense_ms:.3g} ms on "
+             f"{profile.name}: no channel needs to go (a lower --max-latency-ms prunes)")
     rounds, budget = [], target
     for _ in range(ROUNDS):
         ticket, _ = draw_ticket(source, dataclasses.replace(config, budget=LatencyBudget(budget, latency)))

@@ -171,9 +171,9 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
     p = ticket.provenance
     goal = (f"budget {p.latency_budget_ms:g} ms on {p.latency_device}" if p.latency_budget_ms is not None
             else f"target sparsity {p.sparsity:.1%}")
-    console.print(f"{method} {pattern} ticket -> {output}: {goal}, achieved "
-                  f"{p.achieved_sparsity:.1%} of {'channels' if pattern == 'channel' else 'weights'}, "
-                  f"{p.params_removed:.1%} of parameters removed", markup=False)
+    console.print(f"{method} {pattern} ticket -> {output}: {goal}; removed {p.achieved_sparsity:.1%} of "
+                  f"{'channels' if pattern == 'channel' else 'weights'}, {p.params_removed:.1%} of parameters",
+                  markup=False)
     from .tables import before_after
     before_after("size", {"params": p.params_before, "MACs": p.macs_before}, {"params": p.params_after,
                                                                                "MACs": p.macs_after})

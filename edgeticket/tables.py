@@ -78,13 +78,13 @@ def latency_report(latency: dict) -> None:
     latency table behind them, and the channels each group kept."""
     table = latency["table"]
     rows_table(f"latency on {latency['device']} (budget {latency['max_latency_ms']:g} ms, "
-               f"{'met' if latency['met'] else 'NOT met'})", ["round", "budget ms", "predicted ms", "measured ms"],
+               f"{'met' if latency['met'] else 'NOT met'})", ["draw", "budget ms", "predicted ms", "measured ms"],
                [[i + 1, f"{r['budget_ms']:.3g}", f"{r['predicted_ms']:.3g}", f"{r['measured_ms']:.3g}"]
                 for i, r in enumerate(latency["rounds"])])
     source = (f"measured {table['measured_blocks']} blocks in {table['build_seconds']:.0f} s" if table["measured_blocks"]
               else f"from the cache (built in {table['first_build_seconds']:.0f} s)")
     console.print(f"latency table: {table['blocks']} blocks, {source}; dense {table['dense_ms']:.3g} ms; error on "
                   f"{len(table['errors'])} random configurations {table['mean_error']:.1%} (mean |predicted/measured - 1|)"
-                  f"; {table['file']}", markup=False)
+                  f"; {table['file']}", markup=False, soft_wrap=True)
     rows_table("channels kept per group (named by its root layer, as torch-pruning names it)", ["group", "kept", "of", "removed"],
                [[name, kept, total, f"{1 - kept / total:.0%}"] for name, (kept, total) in latency["kept_channels"].items()])
