@@ -134,11 +134,11 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
                        levels[out_group] if out_group else [block.out_channels], in_group, out_group)
     needed = [CALL] + [b for block, ins, outs, _, _ in grids.values() for b in grid_blocks(block, ins, outs)]
     key = structure_key(blocks, wiring, round_to, source.num_classes)
-    missing, network = table.missing(needed), table.networks.get(key)
+    missing, network, unique = table.missing(needed), table.networks.get(key), len({b.key for b in needed})
     started = time.perf_counter()
     if missing or network is None:
         info(f"latency table for {source.arch} at {'x'.join(map(str, source.input_size))} on {profile.name}: "
-             f"measuring {len(missing)} of {len(set(b.key for b in needed))} blocks -> {table.path}")
+             f"measuring {len(missing)} of {unique} blocks -> {table.path}")
         rng = np.random.default_rng(0)
         configurations = [random_counts(sizes, round_to, rng) for _ in range(ERROR_CONFIGURATIONS)]
         example = source.example_input()
@@ -155,7 +155,7 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
         network = {"dense_ms": network_ms[0], "scale": latency.scale,
                    "errors": [{"predicted_ms": latency.total(counts), "measured_ms": ms, "kept": counts}
                               for counts, ms in zip(configurations, network_ms[1:])],
-                   "build_seconds": time.perf_counter() - started, "blocks": len(set(b.key for b in needed))}
+                   "build_seconds": time.perf_counter() - started, "blocks": unique}
         table.networks[key] = network
         table.save()
     latency = layer_model(table, grids, network["scale"])
