@@ -178,12 +178,6 @@ def measured_ms(ticket: Ticket, profile: DeviceProfile) -> float:
         return bench_artifact(path, profile, BenchConfig(runs=CHECK_RUNS, warmup=5, seconds=0.5)).latency.p50_ms
 
 
-def kept_per_group(source: Ticket, ticket: Ticket, groups: list[str]) -> dict[str, list[int]]:
-    """Each group's channels in the ticket and in the source, read from its root layer."""
-    before, after = layer_channels(source.build_model()), layer_channels(ticket.build_model())
-    return {name: [after[name][1], before[name][1]] for name in groups if name in after}
-
-
 def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -> tuple[Ticket, BudgetReport]:
     """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, tighten, redraw."""
     target = config.max_latency_ms
@@ -200,14 +194,16 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     rounds, budget = [], target
     for _ in range(ROUNDS):
         ticket, _ = draw_ticket(source, dataclasses.replace(config, budget=LatencyBudget(budget, latency)))
-        predicted = latency.of_layers(layer_channels(ticket.build_model()))
+        channels = layer_channels(ticket.build_model())
+        predicted = latency.of_layers(channels)
         rounds.append(BudgetRound(budget, predicted, measured_ms(ticket, profile)))
         info(f"budget {budget:.3g} ms: predicted {predicted:.3g} ms, measured {rounds[-1].measured_ms:.3g} ms "
              f"on {profile.name}")
         if rounds[-1].measured_ms <= target or budget <= fastest:
             break
         budget = max(fastest, predicted * target / rounds[-1].measured_ms)  # the prediction, cut by the miss
-    report = BudgetReport(target, profile.name, rounds, table, kept_per_group(source, ticket, list(latency.group_sizes())))
+    kept = {group: [channels[group][1], size] for group, size in latency.group_sizes().items()}  # its root layer's
+    report = BudgetReport(target, profile.name, rounds, table, kept)
     if not report.met:
         info(f"the ticket measures {rounds[-1].measured_ms:.3g} ms on {profile.name} after {len(rounds)} draws, over "
              f"the {target:g} ms budget: it is written anyway (a busy machine times slower; bench it again)")

@@ -1,17 +1,17 @@
 """The latency table: how long a network's conv blocks take on a device, at the channel counts a budget can pick.
 
-A network's latency is predicted as the sum of its conv blocks (conv + BatchNorm + ReLU at the block's input
-size, each timed alone in the device's runtime) plus one constant for everything else (stem pooling, residual
-additions, the classifier, the runtime's per-call cost), which the dense network's measured latency fixes.
-A block is measured on a grid of (input, output) channel counts: multiples of `round_to` near each eighth of the
-layer's width, plus `round_to` itself; between grid points the table interpolates bilinearly.
+Each conv layer is timed alone as a block (conv + BatchNorm + ReLU at the layer's input size) in the device's
+runtime; budget.py turns the blocks into a network's prediction (one call's cost, plus the blocks' sum scaled
+so that the dense network's prediction is its measured latency). A block is measured on a grid of (input,
+output) channel counts: multiples of `round_to` near each eighth of the layer's width, plus `round_to`
+itself; between grid points the table interpolates bilinearly.
 
 Per-layer blocks rather than whole-network deltas: a block's cost depends on both of its channel counts, so
 deltas measured one group at a time do not add up once several groups shrink together, and a whole network
-takes longer to export than a block does to time. All the blocks, the dense network and the five random
-configurations that report the table's error are timed in one runner process. Measured points are cached per
-device, runtime version, threads, precision, machine, architecture and input size, and accumulate: a second
-draw measures only what the first did not.
+takes longer to export than a block does to time. Many blocks are timed in one runner process (a process per
+block would spend its time starting up). Measured points are cached per device, runtime version, threads,
+precision, machine, architecture and input size, and accumulate: a second draw measures only what the first
+did not.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import EdgeticketError
 from ..models import get_arch
 from ..ticket import Ticket
-from .channel import kept_channels
+from .channel import kept_channels, ready_to_trace
 
 
 @dataclass
@@ -167,9 +167,7 @@ class ChannelGroup:
 def channel_groups(model: nn.Module, ticket: Ticket) -> tuple[tp.DependencyGraph, list[ChannelGroup]]:
     """torch-pruning's graph of `model` and its prunable channel groups (the classifier keeps its outputs), each
     scored as OMP scores them."""
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(True)  # torch-pruning traces the graph through autograd
+    ready_to_trace(model)
     with torch.enable_grad():
         graph = tp.DependencyGraph().build_dependency(model, ticket.example_input())
     names = {module: name for name, module in model.named_modules()}

@@ -16,13 +16,19 @@ from ..models import get_arch
 from ..ticket import Ticket
 
 
+def ready_to_trace(model: nn.Module) -> None:
+    """What torch-pruning's tracing needs of a model: eval mode (tracing must not touch BatchNorm running
+    statistics) and gradients on (it traces the graph through autograd)."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(True)
+
+
 def channel_pruner(model: nn.Module, ticket: Ticket, ratio: float, scope: str = "layerwise",
                    importance: tp.importance.Importance | None = None,
                    schedule: list[float] | None = None, round_to: int = 1) -> tp.pruner.BasePruner:
     """A torch-pruning pruner; with `schedule` (cumulative ratios of the original channels), one step per entry."""
-    model.eval()  # tracing must not touch BatchNorm running statistics
-    for param in model.parameters():
-        param.requires_grad_(True)  # torch-pruning traces the graph through autograd
+    ready_to_trace(model)
     steps = schedule or [ratio]
     return tp.pruner.BasePruner(
         model, ticket.example_input(), importance=importance or tp.importance.MagnitudeImportance(p=1),
