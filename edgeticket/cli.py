@@ -86,11 +86,14 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 def models(json_output: Json = False, quiet: Quiet = False) -> None:
     """List the registered architectures."""
     from .models import get_arch, list_models
-    rows = [[n, get_arch(n).input_size, get_arch(n).first_conv, get_arch(n).classifier] for n in list_models()]
+    rows = [[n, get_arch(n).input_size, get_arch(n).first_conv, get_arch(n).classifier,
+             not get_arch(n).channel_pruning_blocked] for n in list_models()]
     if json_output:
-        return emit_json([dict(zip(["name", "input_size", "first_conv", "classifier"], r)) for r in rows])
+        return emit_json([dict(zip(["name", "input_size", "first_conv", "classifier", "channel_pruning"], r))
+                          for r in rows])
     from .tables import rows_table
-    rows_table("architectures", ["name", "input", "first conv", "classifier"], rows)
+    rows_table("architectures", ["name", "input", "first conv", "classifier", "channel pruning"],
+               [row[:-1] + ["yes" if row[-1] else "no: masks only"] for row in rows])
 
 
 @command("edgeticket inspect runs/t50.ticket")

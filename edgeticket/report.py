@@ -120,6 +120,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Mean, sample std and the Student-t interval of the mean (infinite from one value)."""
+    mean, std = mean_std(values)
+    n = len(values)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n) if n > 1 else math.inf
+    return mean, std, mean - half, mean + half
+
+
 def seed_summary(rows: list[dict]) -> list[dict]:
     """Mean and sample standard deviation of each metric over the seeds of every grid point."""
     groups: dict[tuple, list[dict]] = {}
@@ -143,14 +151,14 @@ def paired_differences(rows: list[dict], baseline: str = "natural", confidence: 
                            if key[:5] == (*point, source) and (*point, baseline, key[5]) in accuracy)
             if not seeds:
                 continue
-            mean, std = mean_std([accuracy[(*point, source, s)] - accuracy[(*point, baseline, s)] for s in seeds])
+            mean, std, low, high = t_interval(
+                [accuracy[(*point, source, s)] - accuracy[(*point, baseline, s)] for s in seeds], confidence)
             n = len(seeds)
-            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n) if n > 1 else math.inf
-            verdict = ("one seed: no interval" if n == 1 else f"{source} better" if mean - half > 0 else
-                       f"{baseline} better" if mean + half < 0 else "interval spans 0")
+            verdict = ("one seed: no interval" if n == 1 else f"{source} better" if low > 0 else
+                       f"{baseline} better" if high < 0 else "interval spans 0")
             out.append({**dict(zip(("target", "method", "pattern", "sparsity"), point)), "source": source,
-                        "baseline": baseline, "seeds": n, "mean": mean, "std": std, "low": mean - half,
-                        "high": mean + half, "verdict": verdict})
+                        "baseline": baseline, "seeds": n, "mean": mean, "std": std, "low": low,
+                        "high": high, "verdict": verdict})
     return out
 
 

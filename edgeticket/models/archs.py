@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision import models as tvm
+from torchvision.models import mobilenetv3, shufflenetv2
+from torchvision.models.efficientnet import MBConv
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -28,6 +30,8 @@ class ArchSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     defaults: dict = field(default_factory=dict)
+    # why torch-pruning cannot remove this architecture's channels (channel draws refuse); None: it can
+    channel_pruning_blocked: str | None = None
 
 
 ARCHS: Registry[ArchSpec] = Registry("architecture")
@@ -53,7 +57,10 @@ def replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
 
 def residual_blocks(model: nn.Module) -> list[nn.Module]:
     """The model's residual blocks in forward order; `finetune --mode last-k:K` trains the last K."""
-    return [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, InvertedResidual))]
+    return [m for m in model.modules() if isinstance(m, BLOCKS)]
+
+
+BLOCKS = (BasicBlock, Bottleneck, InvertedResidual, mobilenetv3.InvertedResidual, MBConv, shufflenetv2.InvertedResidual)
 
 
 def _adapt_stem(model: nn.Module, path: str, in_channels: int) -> nn.Module:
@@ -64,18 +71,24 @@ def _adapt_stem(model: nn.Module, path: str, in_channels: int) -> nn.Module:
     return model
 
 
-def _torchvision(name: str, first_conv: str, classifier: str) -> None:
+def _torchvision(name: str, first_conv: str, classifier: str, channel_pruning_blocked: str | None = None) -> None:
     constructor = getattr(tvm, name)
 
     def build(num_classes: int, in_channels: int) -> nn.Module:
         return _adapt_stem(constructor(weights=None, num_classes=num_classes), first_conv, in_channels)
 
-    ARCHS.add(name, ArchSpec(name, build, first_conv, classifier))
+    ARCHS.add(name, ArchSpec(name, build, first_conv, classifier, channel_pruning_blocked=channel_pruning_blocked))
 
 
 for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2"):
     _torchvision(_name, "conv1", "fc")
 _torchvision("mobilenet_v2", "features.0.0", "classifier.1")
+# squeeze-excitation: torch-pruning couples the SE's scale with the channels it multiplies (tests pin it)
+_torchvision("mobilenet_v3_small", "features.0.0", "classifier.3")
+_torchvision("efficientnet_b0", "features.0.0", "classifier.1")
+_torchvision("shufflenet_v2_x1_0", "conv1.0", "fc", channel_pruning_blocked=(
+    "torch-pruning 1.6 cannot trace ShuffleNet's channel split and shuffle (its index mapping fails on "
+    "chunk -> cat -> view/transpose)"))
 
 
 class SmallResNet(nn.Module):

@@ -12,8 +12,18 @@ from __future__ import annotations
 import torch_pruning as tp
 from torch import nn
 
+from ..errors import EdgeticketError
 from ..models import get_arch
 from ..ticket import Ticket
+
+
+def check_channel_prunable(arch: str) -> None:
+    """Refuse, before any work, an architecture whose channels torch-pruning cannot remove correctly."""
+    blocked = get_arch(arch).channel_pruning_blocked
+    if blocked:
+        raise EdgeticketError(f"{arch}: channel pruning is not supported: {blocked}",
+                              hint="draw --pattern unstructured, row or kernel (masks) for this architecture, or "
+                                   "pick one that prunes by channel (see `edgeticket models`)")
 
 
 def ready_to_trace(model: nn.Module) -> None:

@@ -17,7 +17,7 @@ from ..masks import apply_masks, masked_sparsity, prunable_weights
 from ..registry import Registry
 from ..ticket import Ticket
 from .allocate import LatencyBudget, prune_to_budget
-from .channel import conv_channels, prune_channels
+from .channel import check_channel_prunable, conv_channels, prune_channels
 from .patterns import PATTERNS, select_masks
 from .stats import ModelSize, measure
 
@@ -152,11 +152,13 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     if config.max_latency_ms is not None and config.budget is None:
         raise EdgeticketError("a latency budget needs the device's latency model to draw with",
                               hint="call edgeticket.draw(..., max_latency_ms=T, device=D), which builds it")
+    physical = PATTERNS.get(config.pattern).physical
+    if physical:
+        check_channel_prunable(source.arch)
     reference = source.build_model()
     before = measure(reference, source)
     state = METHODS.get(config.method)(source, config)
     after = measure(state.model, source)
-    physical = PATTERNS.get(config.pattern).physical
     if physical:
         achieved = 1.0 - conv_channels(state.model) / conv_channels(reference)
         removed = 1.0 - after.params / before.params
