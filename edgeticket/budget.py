@@ -80,9 +80,13 @@ class BudgetReport:
         return {**asdict(self), "met": self.met, "table": {**asdict(self.table), "mean_error": self.table.mean_error}}
 
 
+CALIBRATION = 2  # the networks' calibration: 2 = fixed cost and scale, fitted on the dense and the fastest network
+
+
 def structure_key(blocks: dict, wiring: dict, round_to: int, classes: int) -> str:
     """A short hash of the network's conv blocks, their channel groups, its classes and the grid's step."""
     record = {"blocks": {name: block.key for name, block in sorted(blocks.items())}, "classes": classes,
+              "calibration": CALIBRATION,
               "wiring": {name: list(pair) for name, pair in sorted(wiring.items())}, "round_to": round_to}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -107,7 +111,8 @@ def pruned_copy(source: Ticket, counts: dict[str, int]) -> Normalized:
 CALL = ConvBlock(1, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, 1, 1)  # the runtime's cost of one call, nearly no work
 
 
-def layer_model(table: LatencyTable, grids: dict[str, tuple], scale: float = 1.0) -> LatencyModel:
+def layer_model(table: LatencyTable, grids: dict[str, tuple], fixed_ms: float | None = None,
+                scale: float = 1.0) -> LatencyModel:
     """Each layer's block from the table, less one call's cost (a network pays it once, not per layer)."""
     call = table.points[CALL.key]
 
@@ -116,7 +121,18 @@ def layer_model(table: LatencyTable, grids: dict[str, tuple], scale: float = 1.0
 
     return LatencyModel([LayerLatency(name, (block.in_channels, block.out_channels),
                                       net(partial(table.block_ms, block, ins, outs)), in_group, out_group)
-                         for name, (block, ins, outs, in_group, out_group) in grids.items()], call, scale)
+                         for name, (block, ins, outs, in_group, out_group) in grids.items()],
+                        call if fixed_ms is None else fixed_ms, scale)
+
+
+def calibrate(latency: LatencyModel, sizes: dict[str, int], fastest: dict[str, int], dense_ms: float,
+              fastest_ms: float) -> None:
+    """Fit the fixed cost and the scale through the measured dense and fastest networks: the layers' sum misses
+    the work between them (pooling, additions, activations ORT does not fuse, squeeze-excitation), some of which
+    shrinks with the channels and some of which does not."""
+    dense_sum, fastest_sum = (latency.total(c) - latency.call_ms for c in (sizes, fastest))
+    latency.scale = max((dense_ms - fastest_ms) / (dense_sum - fastest_sum), 0.0) if dense_sum > fastest_sum else 1.0
+    latency.call_ms = max(dense_ms - latency.scale * dense_sum, 0.0)
 
 
 def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tuple[LatencyModel, TableReport]:
@@ -143,7 +159,9 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
         rng = np.random.default_rng(0)
         configurations = [random_counts(sizes, round_to, rng) for _ in range(ERROR_CONFIGURATIONS)]
         example = source.example_input()
-        networks = [(Normalized(source.build_model(), source.mean, source.std).eval(), example)]
+        fastest = smallest_counts(sizes, round_to)
+        networks = [(Normalized(source.build_model(), source.mean, source.std).eval(), example),
+                    (pruned_copy(source, fastest), example)]
         networks += [(pruned_copy(source, counts), example) for counts in configurations]
         for start in range(0, len(missing), CHUNK):  # saved as it goes: a killed build resumes where it was
             chunk = missing[start:start + CHUNK]
@@ -152,14 +170,15 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
             table.save()
         network_ms = measure(profile, [], networks, ": dense and random networks")[1]
         latency = layer_model(table, grids)
-        latency.scale = (network_ms[0] - latency.call_ms) / (latency.total(sizes) - latency.call_ms)
-        network = {"dense_ms": network_ms[0], "scale": latency.scale,
+        calibrate(latency, sizes, fastest, network_ms[0], network_ms[1])
+        network = {"dense_ms": network_ms[0], "fastest_ms": network_ms[1], "fixed_ms": latency.call_ms,
+                   "scale": latency.scale,
                    "errors": [{"predicted_ms": latency.total(counts), "measured_ms": ms, "kept": counts}
-                              for counts, ms in zip(configurations, network_ms[1:])],
+                              for counts, ms in zip(configurations, network_ms[2:])],
                    "build_seconds": time.perf_counter() - started, "blocks": unique}
         table.networks[key] = network
         table.save()
-    latency = layer_model(table, grids, network["scale"])
+    latency = layer_model(table, grids, network["fixed_ms"], network["scale"])
     report = TableReport(profile.name, str(table.path), network["blocks"], len(missing),
                          time.perf_counter() - started if missing else 0.0, network["build_seconds"],
                          network["dense_ms"], [{k: e[k] for k in ("predicted_ms", "measured_ms")}

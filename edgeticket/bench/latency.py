@@ -39,7 +39,8 @@ TIMED_RUNS, WARMUP = 10, 3  # per block and per network: the table's p50s (one r
 
 @dataclass(frozen=True)
 class ConvBlock:
-    """One conv + BatchNorm + ReLU as the table measures it: its channels, geometry and input size."""
+    """One conv + BatchNorm + activation as the table measures it: its channels, geometry, input size and the
+    activation that follows it in the network (onnxruntime fuses a ReLU into the conv, not a hardswish or SiLU)."""
     in_channels: int
     out_channels: int
     kernel: tuple[int, int]
@@ -49,6 +50,7 @@ class ConvBlock:
     groups: int
     height: int
     width: int
+    activation: str = "relu"
 
     @property
     def depthwise(self) -> bool:
@@ -63,7 +65,8 @@ class ConvBlock:
     def key(self) -> str:
         return (f"{self.in_channels}x{self.out_channels}/g{self.groups}-k{self.kernel[0]}x{self.kernel[1]}"
                 f"-s{self.stride[0]}x{self.stride[1]}-p{self.padding[0]}x{self.padding[1]}"
-                f"-d{self.dilation[0]}x{self.dilation[1]}@{self.height}x{self.width}")
+                f"-d{self.dilation[0]}x{self.dilation[1]}@{self.height}x{self.width}"
+                + ("" if self.activation == "relu" else f"-{self.activation}"))
 
     @property
     def input_shape(self) -> list[int]:
@@ -72,31 +75,41 @@ class ConvBlock:
     def module(self) -> nn.Module:
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride, self.padding, self.dilation,
                          self.groups, bias=False)
-        return nn.Sequential(conv, nn.BatchNorm2d(self.out_channels), nn.ReLU()).eval()
+        return nn.Sequential(conv, nn.BatchNorm2d(self.out_channels), ACTIVATIONS[self.activation]()).eval()
 
     def example(self) -> torch.Tensor:
         return torch.rand(self.input_shape)
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU,
+               "hardsigmoid": nn.Hardsigmoid, "sigmoid": nn.Sigmoid, "none": nn.Identity}
+
+
 def conv_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, ConvBlock]:
-    """Every Conv2d of `model` as a block at the input size it sees on `example`, by module name."""
-    blocks: dict[str, ConvBlock] = {}
-
-    def hook(name: str, conv: nn.Conv2d):
-        def record(_module, inputs):
-            height, width = inputs[0].shape[-2:]
-            blocks[name] = ConvBlock(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
-                                     tuple(conv.padding), tuple(conv.dilation), conv.groups, int(height), int(width))
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(name, m)) for name, m in model.named_modules()
-               if isinstance(m, nn.Conv2d)]
+    """Every Conv2d of `model` as a block at the input size it sees on `example`, by module name, with the
+    activation module called next (after its BatchNorm, if any)."""
+    calls: list[tuple[str, nn.Module, tuple]] = []
+    handles = [m.register_forward_pre_hook(lambda module, inputs, name=name: calls.append((name, module, inputs)))
+               for name, m in model.named_modules() if not list(m.children())]
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
         for handle in handles:
             handle.remove()
+    kinds = {cls: name for name, cls in ACTIVATIONS.items()}
+    blocks: dict[str, ConvBlock] = {}
+    for index, (name, conv, inputs) in enumerate(calls):
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        following = [module for _, module, _ in calls[index + 1:index + 3]]
+        if following and isinstance(following[0], nn.BatchNorm2d):
+            following = following[1:]
+        activation = kinds.get(type(following[0]), "none") if following else "none"
+        height, width = inputs[0].shape[-2:]
+        blocks[name] = ConvBlock(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
+                                 tuple(conv.padding), tuple(conv.dilation), conv.groups, int(height), int(width),
+                                 activation)
     return blocks
 
 

@@ -51,9 +51,9 @@ def write(module, example, path: Path) -> None:
 
 
 def write_block(block, path: Path) -> None:
-    """A latency table's conv + BatchNorm + ReLU block, built as an ONNX graph directly: the table writes hundreds
-    of them, and torch's exporter takes about a second each. onnxruntime folds the BatchNorm into the conv, as
-    it does in an exported network."""
+    """A latency table's conv + BatchNorm + activation block, built as an ONNX graph directly: the table writes
+    hundreds of them, and torch's exporter takes about a second each. The nodes are those torch's exporter writes
+    for each activation, so onnxruntime folds and fuses them as it does in an exported network."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -61,11 +61,18 @@ def write_block(block, path: Path) -> None:
     weight = rng.standard_normal((block.out_channels, block.in_channels // block.groups, *block.kernel), np.float32)
     ones, zeros = np.ones(block.out_channels, np.float32), np.zeros(block.out_channels, np.float32)
     tensors = [numpy_helper.from_array(a, n) for a, n in ((weight, "w"), (ones, "scale"), (zeros, "bias"),
-                                                          (zeros, "mean"), (ones, "var"))]
+                                                          (zeros, "mean"), (ones, "var"), (np.float32(0), "zero"),
+                                                          (np.float32(6), "six"))]
+    activation = {"relu": [helper.make_node("Relu", ["b"], ["y"])],
+                  "relu6": [helper.make_node("Clip", ["b", "zero", "six"], ["y"])],
+                  "hardswish": [helper.make_node("HardSwish", ["b"], ["y"])],
+                  "hardsigmoid": [helper.make_node("HardSigmoid", ["b"], ["y"], alpha=1 / 6)],
+                  "sigmoid": [helper.make_node("Sigmoid", ["b"], ["y"])],
+                  "silu": [helper.make_node("Sigmoid", ["b"], ["s"]), helper.make_node("Mul", ["b", "s"], ["y"])],
+                  "none": [helper.make_node("Identity", ["b"], ["y"])]}[block.activation]
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=list(block.kernel), strides=list(block.stride),
                               pads=list(block.padding) * 2, dilations=list(block.dilation), group=block.groups),
-             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"]),
-             helper.make_node("Relu", ["b"], ["y"])]
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"]), *activation]
     graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, block.in_channels, block.height, block.width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], tensors)

@@ -39,9 +39,9 @@ class LayerLatency:
 
 @dataclass
 class LatencyModel:
-    """Predicted latency of a network from its groups' channel counts: one call's fixed cost plus the layers'
-    sum times `scale`, the ratio that makes the dense network's prediction its measured latency (the work
-    between the layers, pooling and additions, shrinks with their channels)."""
+    """Predicted latency of a network from its groups' channel counts: a fixed cost (`call_ms`: the call and the
+    work between the layers that does not shrink with channels) plus the layers' sum times `scale` (the work
+    between them that does). Both come from two measured networks, the dense one and the fastest one."""
     layers: list[LayerLatency]
     call_ms: float = 0.0
     scale: float = 1.0

@@ -51,8 +51,22 @@ def test_conv_blocks_see_each_layers_input_size():
     assert len(blocks) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
+def test_conv_blocks_take_the_activation_that_follows():
+    """onnxruntime fuses a ReLU into the conv but runs a hardswish or SiLU as its own pass: the block times it."""
+    blocks = conv_blocks(get_model("mobilenet_v3_small", num_classes=10), torch.zeros(1, 3, 64, 64))
+    assert [blocks[n].activation for n in ("features.0.0", "features.1.block.0.0", "features.1.block.1.fc2",
+                                           "features.1.block.2.0")] == ["hardswish", "relu", "hardsigmoid", "none"]
+    blocks = conv_blocks(get_model("resnet18", num_classes=10), torch.zeros(1, 3, 64, 64))
+    assert blocks["layer2.0.conv2"].activation == "none"  # its ReLU comes after the downsample and the addition
+    assert blocks["layer2.0.conv1"].activation == "relu"
+    assert conv_blocks(get_model("efficientnet_b0", num_classes=10), torch.zeros(1, 3, 64, 64))[
+        "features.1.0.block.1.fc2"].activation == "sigmoid"
+
+
 @pytest.mark.parametrize("block", [BLOCK, ConvBlock(16, 16, (3, 3), (1, 1), (1, 1), (1, 1), 16, 10, 12),
-                                   ConvBlock(8, 24, (1, 3), (1, 2), (0, 1), (2, 2), 1, 9, 9)])
+                                   ConvBlock(8, 24, (1, 3), (1, 2), (0, 1), (2, 2), 1, 9, 9)] + [
+    ConvBlock(8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, 6, 6, activation)
+    for activation in ("relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "none")])
 def test_onnx_block_computes_what_the_torch_block_does(tmp_path, block):
     """onnxruntime's fast block writer builds the graph by hand: with its weights copied into torch's block,
     both give the same output, so stride, padding, dilation and groups are where torch puts them."""
