@@ -1,0 +1,228 @@
+"""Does the budget pay? Tickets drawn to a latency budget (`draw --max-latency-ms`) against uniform `--sparsity`
+tickets of the same measured latency, on onnxruntime CPU with 1 thread.
+
+    python benchmarks/latency_budget.py --part latency     # table 1, about 25 minutes on 2 cores
+    python benchmarks/latency_budget.py --part accuracy    # table 2, about 60 minutes on 2 cores
+
+Table 1, random weights (latency does not depend on their values), 224 px: per model and budget (1/2, 1/3, 1/5 of
+the dense p50), the budget ticket's p50 / budget, then its speed-up and MAC reduction next to those of the
+uniform tickets (--round-to 1 and 8) whose measured latency is nearest (a bisection on --sparsity). At equal
+latency, the ticket that keeps more MACs spent the latency on convolutions that run fast on this device.
+
+Table 2, the demo task upscaled so that latency matters: Fashion-MNIST sources (natural and PGD-L2 robust,
+pretrained here at 64 px) -> scikit-learn digits at 64 px. Per seed, source and budget: the budget ticket and
+the uniform ticket of equal measured latency (within 5%; both timed in alternation) are finetuned alike, and their
+digits test accuracies are compared, paired by seed, with a 95% Student-t interval.
+
+Every finished step is kept under --out (a killed run resumes); each part ends by printing its table from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+import edgeticket as et
+from edgeticket.bench import BenchConfig, bench_artifact, get_device
+from edgeticket.console import console, info
+from edgeticket.errors import EdgeticketError
+from edgeticket.export import export_onnx
+from edgeticket.fileio import write_json
+from edgeticket.models import get_arch, get_model
+from edgeticket.report import t_interval
+from edgeticket.tables import human_count, rows_table
+from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
+
+PROFILE = "ort-cpu-1t"
+FRACTIONS = {"1/2": 1 / 2, "1/3": 1 / 3, "1/5": 1 / 5}
+EQUAL = 0.05  # "equal latency": within 5%
+SOURCES = {"natural": "none", "robust": "l2:1.0"}
+
+
+def random_ticket(arch: str, size: int) -> Ticket:
+    torch.manual_seed(0)
+    spec = get_arch(arch)
+    model = get_model(arch, num_classes=1000)
+    return Ticket(arch, {"num_classes": 1000, "in_channels": 3}, model.state_dict(), (3, size, size),
+                  spec.mean, spec.std, [str(i) for i in range(1000)])
+
+
+def p50s(tickets: list[Ticket], rounds: int = 3, runs: int = 50) -> list[float]:
+    """Each ticket's ORT p50, benched in alternation (a, b, c, a, b, c, ...), median over rounds: a machine
+    that slows down for a while slows all of them alike."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index, ticket in enumerate(tickets):
+            paths.append(Path(folder) / f"{index}.onnx")
+            export_onnx(ticket, paths[-1])
+        times = [[bench_artifact(path, PROFILE, BenchConfig(runs=runs, warmup=5, seconds=0.5)).latency.p50_ms
+                  for path in paths] for _ in range(rounds)]
+    return [statistics.median(column) for column in zip(*times)]
+
+
+def uniform_near(source: Ticket, target_ms: float, round_to: int, steps: int = 7) -> tuple[Ticket, float, float]:
+    """The uniform --sparsity ticket whose measured latency is nearest `target_ms`: bisection on the sparsity."""
+    low, high, best = 0.0, 0.95, None
+    for _ in range(steps):
+        sparsity = (low + high) / 2
+        ticket = draw_ticket(source, DrawConfig("omp", "channel", sparsity, round_to=round_to))[0]
+        ms = p50s([ticket], rounds=1)[0]
+        if best is None or abs(ms - target_ms) < abs(best[2] - target_ms):
+            best = (ticket, sparsity, ms)
+        if abs(ms - target_ms) <= EQUAL / 2 * target_ms:
+            break
+        low, high = (sparsity, high) if ms > target_ms else (low, sparsity)
+    return best
+
+
+def budget_ticket(source: Ticket, budget_ms: float) -> Ticket:
+    return et.draw(source, max_latency_ms=budget_ms, device=PROFILE, round_to=8)
+
+
+def macs(ticket: Ticket) -> int:
+    return ticket.provenance.macs_after or ticket.provenance.macs_before
+
+
+# -- table 1: latency and MACs at equal latency ------------------------------------------------------------------
+
+def latency_rows(arch: str, size: int, fractions: list[str]) -> list[dict]:
+    source = random_ticket(arch, size)
+    dense_ms = p50s([source])[0]
+    dense_macs = draw_ticket(source, DrawConfig("omp", "channel", 0.0))[0].provenance.macs_before
+    rows = []
+    for fraction in fractions:
+        budget_ms = FRACTIONS[fraction] * dense_ms
+        info(f"{arch}@{size}: budget {fraction} of dense = {budget_ms:.3g} ms")
+        try:
+            budget = budget_ticket(source, budget_ms)
+        except EdgeticketError as error:  # below what the narrowest network reaches: the table says so
+            rows.append({"arch": arch, "size": size, "fraction": fraction, "budget_ms": budget_ms,
+                         "unreachable": error.message})
+            continue
+        uniform = {r: uniform_near(source, budget.provenance.measured_latency_ms, r) for r in (1, 8)}
+        tickets = {"budget": budget, "uniform_r1": uniform[1][0], "uniform_r8": uniform[8][0]}
+        row = {"arch": arch, "size": size, "fraction": fraction, "dense_ms": dense_ms, "dense_macs": dense_macs,
+               "budget_ms": budget_ms, "draws": len(budget.provenance.stages[-1].details["latency"]["rounds"]),
+               "draw_measured_ms": budget.provenance.measured_latency_ms,
+               "uniform_sparsity": {"uniform_r1": uniform[1][1], "uniform_r8": uniform[8][1]}}
+        for name, ms in zip(tickets, p50s(list(tickets.values()))):
+            row[name] = {"p50_ms": ms, "macs": macs(tickets[name]), "speedup": dense_ms / ms,
+                         "mac_reduction": dense_macs / macs(tickets[name])}
+        rows.append(row)
+    return rows
+
+
+def print_latency(rows: list[dict]) -> None:
+    def side(cell: dict) -> list[str]:
+        return [f"{cell['p50_ms']:.2f}", f"{cell['speedup']:.2f}x", f"{cell['mac_reduction']:.2f}x"]
+    rows_table(f"budget ticket vs the uniform --sparsity ticket of nearest latency, {PROFILE}, random weights",
+               ["model", "budget", "ms", "draw: p50 / budget", "again: p50 / budget", "budget p50", "speed-up",
+                "MAC red.", "r1 sparsity", "r1 p50", "speed-up", "MAC red.", "r8 sparsity", "r8 p50", "speed-up",
+                "MAC red."],
+               [[f"{r['arch']}@{r['size']}", r["fraction"], f"{r['budget_ms']:.2f}"] + (
+                   ["unreachable"] + [""] * 12 if "unreachable" in r else
+                   [f"{r['draw_measured_ms'] / r['budget_ms']:.2f}", f"{r['budget']['p50_ms'] / r['budget_ms']:.2f}",
+                    *side(r["budget"]), f"{r['uniform_sparsity']['uniform_r1']:.2f}", *side(r["uniform_r1"]),
+                    f"{r['uniform_sparsity']['uniform_r8']:.2f}", *side(r["uniform_r8"])]) for r in rows])
+    console.print("draw: the p50 the budgeted draw measured; again: re-timed in alternation with the uniform "
+                  "tickets (median of 3). MAC red.: dense MACs / ticket MACs; at equal latency, the smaller "
+                  "reduction keeps more of the network.")
+
+
+# -- table 2: accuracy at equal latency ----------------------------------------------------------------------------
+
+def source_path(out: Path, kind: str, seed: int, args) -> Path:
+    path = out / "sources" / f"fashion-mnist-{args.arch}-{args.size}px-{kind}-s{seed}.ticket"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        et.pretrain(args.arch, "fashion-mnist", adv=SOURCES[kind], subset=args.source_images,
+                    epochs=args.source_epochs, image_size=args.size, seed=seed, output=path)
+    return path
+
+
+def accuracy_cell(source: Ticket, fraction: str, seed: int, args) -> dict:
+    """Budget ticket and the uniform ticket of equal latency, both finetuned on digits with the same recipe."""
+    dense_ms = p50s([source])[0]
+    budget = budget_ticket(source, FRACTIONS[fraction] * dense_ms)
+    candidates = [uniform_near(source, budget.provenance.measured_latency_ms, r) for r in (8, 1)]
+    uniform, sparsity, _ = min(candidates, key=lambda c: abs(c[2] - budget.provenance.measured_latency_ms))
+    budget_ms, uniform_ms = p50s([budget, uniform])
+    tuned = {name: et.finetune(ticket, "digits", epochs=args.finetune_epochs, subset=args.target_images, seed=seed)
+             for name, ticket in (("budget", budget), ("uniform", uniform))}
+    return {"fraction": fraction, "seed": seed, "dense_ms": dense_ms, "budget_ms": FRACTIONS[fraction] * dense_ms,
+            "budget_p50_ms": budget_ms, "uniform_p50_ms": uniform_ms, "uniform_sparsity": sparsity,
+            "uniform_round_to": uniform.provenance.round_to, "budget_macs": macs(budget), "uniform_macs": macs(uniform),
+            **{f"{name}_acc": t.provenance.stages[-1].details["test_accuracy"] for name, t in tuned.items()}}
+
+
+def print_accuracy(cells: list[dict]) -> None:
+    rows = []
+    for kind in SOURCES:
+        for fraction in FRACTIONS:
+            group = [c for c in cells if c["kind"] == kind and c["fraction"] == fraction]
+            if not group:
+                continue
+            mean, _, low, high = t_interval([100 * (c["budget_acc"] - c["uniform_acc"]) for c in group])
+            gap = max(abs(c["budget_p50_ms"] / c["uniform_p50_ms"] - 1) for c in group)
+            verdict = ("one seed: no interval" if len(group) < 2 else "budget better" if low > 0 else
+                       "uniform better" if high < 0 else "interval spans 0")
+            rows.append([kind, fraction, len(group), f"{statistics.mean(c['budget_ms'] for c in group):.2f}",
+                         f"{gap:.1%}", f"{100 * statistics.mean(c['budget_acc'] for c in group):.1f}",
+                         f"{100 * statistics.mean(c['uniform_acc'] for c in group):.1f}",
+                         f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]", verdict])
+    rows_table("digits accuracy at equal latency: budget ticket vs uniform --sparsity ticket (paired by seed)",
+               ["source", "budget", "seeds", "budget ms", "max latency gap", "budget acc %", "uniform acc %",
+                "difference, points [95% CI]", "verdict"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["latency", "accuracy"], required=True)
+    parser.add_argument("--out", type=Path, default=Path("runs/latency_budget"))
+    parser.add_argument("--archs", nargs="+", default=["resnet18", "mobilenet_v2", "mobilenet_v3_small",
+                                                      "efficientnet_b0", "shufflenet_v2_x1_0"])
+    parser.add_argument("--arch", default="small_resnet", help="table 2's architecture")
+    parser.add_argument("--size", type=int, default=None, help="input size (table 1: 224, table 2: 64)")
+    parser.add_argument("--fractions", nargs="+", default=None, choices=list(FRACTIONS),
+                        help="budgets as fractions of dense (table 1: all, table 2: 1/2 1/3)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--source-images", type=int, default=5000)
+    parser.add_argument("--source-epochs", type=int, default=2)
+    parser.add_argument("--target-images", type=int, default=300)
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    folder = args.out / args.part
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.part == "latency":
+        size = args.size or 224
+        rows = []
+        for arch in args.archs:
+            path = folder / f"{arch}-{size}.json"
+            if get_arch(arch).channel_pruning_blocked:
+                info(f"{arch}: skipped, {get_arch(arch).channel_pruning_blocked}")
+                continue
+            if not path.exists():
+                write_json(latency_rows(arch, size, args.fractions or list(FRACTIONS)), path)
+            rows += json.loads(path.read_text())
+        return print(json.dumps(rows, indent=2)) if args.json else print_latency(rows)
+    args.size = args.size or 64
+    cells = []
+    for seed in args.seeds:
+        for kind in SOURCES:
+            source = et.load(source_path(args.out, kind, seed, args))
+            for fraction in args.fractions or ["1/2", "1/3"]:
+                path = folder / f"{args.arch}-{args.size}px-{kind}-s{seed}-{fraction.replace('/', 'of')}.json"
+                if not path.exists():
+                    write_json({"kind": kind, **accuracy_cell(source, fraction, seed, args)}, path)
+                cells.append(json.loads(path.read_text()))
+    return print(json.dumps(cells, indent=2)) if args.json else print_accuracy(cells)
+
+
+if __name__ == "__main__":
+    main()
