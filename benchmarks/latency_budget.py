@@ -34,7 +34,7 @@ from edgeticket.errors import EdgeticketError
 from edgeticket.export import export_onnx
 from edgeticket.fileio import write_json
 from edgeticket.models import get_arch, get_model
-from edgeticket.report import t_interval
+from edgeticket.report import t_interval, verdict
 from edgeticket.tables import human_count, rows_table
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 
@@ -169,12 +169,10 @@ def print_accuracy(cells: list[dict]) -> None:
                 continue
             mean, _, low, high = t_interval([100 * (c["budget_acc"] - c["uniform_acc"]) for c in group])
             gap = max(abs(c["budget_p50_ms"] / c["uniform_p50_ms"] - 1) for c in group)
-            verdict = ("one seed: no interval" if len(group) < 2 else "budget better" if low > 0 else
-                       "uniform better" if high < 0 else "interval spans 0")
             rows.append([kind, fraction, len(group), f"{statistics.mean(c['budget_ms'] for c in group):.2f}",
                          f"{gap:.1%}", f"{100 * statistics.mean(c['budget_acc'] for c in group):.1f}",
                          f"{100 * statistics.mean(c['uniform_acc'] for c in group):.1f}",
-                         f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]", verdict])
+                         f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]", verdict(len(group), low, high, "budget", "uniform")])
     rows_table("digits accuracy at equal latency: budget ticket vs uniform --sparsity ticket (paired by seed)",
                ["source", "budget", "seeds", "budget ms", "max latency gap", "budget acc %", "uniform acc %",
                 "difference, points [95% CI]", "verdict"], rows)

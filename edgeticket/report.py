@@ -128,6 +128,12 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     return mean, std, mean - half, mean + half
 
 
+def verdict(n: int, low: float, high: float, first: str, second: str) -> str:
+    """What an interval of `first` minus `second` says: a claim only where it excludes zero."""
+    return ("one seed: no interval" if n == 1 else f"{first} better" if low > 0 else
+            f"{second} better" if high < 0 else "interval spans 0")
+
+
 def seed_summary(rows: list[dict]) -> list[dict]:
     """Mean and sample standard deviation of each metric over the seeds of every grid point."""
     groups: dict[tuple, list[dict]] = {}
@@ -153,12 +159,9 @@ def paired_differences(rows: list[dict], baseline: str = "natural", confidence: 
                 continue
             mean, std, low, high = t_interval(
                 [accuracy[(*point, source, s)] - accuracy[(*point, baseline, s)] for s in seeds], confidence)
-            n = len(seeds)
-            verdict = ("one seed: no interval" if n == 1 else f"{source} better" if low > 0 else
-                       f"{baseline} better" if high < 0 else "interval spans 0")
             out.append({**dict(zip(("target", "method", "pattern", "sparsity"), point)), "source": source,
-                        "baseline": baseline, "seeds": n, "mean": mean, "std": std, "low": low,
-                        "high": high, "verdict": verdict})
+                        "baseline": baseline, "seeds": len(seeds), "mean": mean, "std": std, "low": low,
+                        "high": high, "verdict": verdict(len(seeds), low, high, source, baseline)})
     return out
 
 
