@@ -130,9 +130,14 @@ def calibrate(latency: LatencyModel, sizes: dict[str, int], fastest: dict[str, i
     """Fit the fixed cost and the scale through the measured dense and fastest networks: the layers' sum misses
     the work between them (pooling, additions, activations ORT does not fuse, squeeze-excitation), some of which
     shrinks with the channels and some of which does not."""
-    dense_sum, fastest_sum = (latency.total(c) - latency.call_ms for c in (sizes, fastest))
-    latency.scale = max((dense_ms - fastest_ms) / (dense_sum - fastest_sum), 0.0) if dense_sum > fastest_sum else 1.0
-    latency.call_ms = max(dense_ms - latency.scale * dense_sum, 0.0)
+    call = latency.call_ms
+    dense_sum, fastest_sum = (latency.total(c) - call for c in (sizes, fastest))
+    if dense_sum > fastest_sum and dense_ms > fastest_ms:
+        latency.scale = (dense_ms - fastest_ms) / (dense_sum - fastest_sum)
+        latency.call_ms = dense_ms - latency.scale * dense_sum
+    if dense_sum <= fastest_sum or dense_ms <= fastest_ms or latency.call_ms < 0:
+        # timing noise (the fastest no faster than dense) or a line below zero: through the dense network alone
+        latency.call_ms, latency.scale = call, (dense_ms - call) / dense_sum
 
 
 def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tuple[LatencyModel, TableReport]:
@@ -168,7 +173,7 @@ def latency_model(source: Ticket, profile: DeviceProfile, round_to: int) -> tupl
             label = f": blocks {start + 1}-{start + len(chunk)} of {len(missing)}"
             table.points.update(zip((block.key for block in chunk), measure(profile, chunk, [], label)[0]))
             table.save()
-        network_ms = measure(profile, [], networks, ": dense and random networks")[1]
+        network_ms = measure(profile, [], networks, ": dense, fastest and random networks")[1]
         latency = layer_model(table, grids)
         calibrate(latency, sizes, fastest, network_ms[0], network_ms[1])
         network = {"dense_ms": network_ms[0], "fastest_ms": network_ms[1], "fixed_ms": latency.call_ms,

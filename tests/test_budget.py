@@ -10,16 +10,16 @@ from typer.testing import CliRunner
 import edgeticket as et
 from edgeticket import api
 from edgeticket.bench import get_device
-from edgeticket.budget import latency_model
+from edgeticket.budget import calibrate, latency_model
 from edgeticket.cli import app
 from edgeticket.models.archs import get_model
 from edgeticket.ticket import Ticket
-from edgeticket.tickets.allocate import layer_channels
+from edgeticket.tickets.allocate import LatencyModel, LayerLatency, layer_channels
 from edgeticket.tickets.channel import kept_channels
 
 ROUND_TO = 16  # a coarser grid than the default 8: fewer blocks to time
 
-needs_table = pytest.mark.slow  # building the table times ~250 blocks and 6 networks
+needs_table = pytest.mark.slow  # building the table times ~250 blocks and 7 networks
 
 
 def run(*args):
@@ -47,6 +47,34 @@ def budget_setup(source_file):
     latency, table = latency_model(source, get_device("ort-cpu-1t"), ROUND_TO)
     yield folder, source, latency, table
     patch.undo()
+
+
+def toy_model() -> LatencyModel:
+    """Two groups, three layers, each layer's milliseconds bilinear in its channels."""
+    return LatencyModel([LayerLatency("stem", (3, 32), lambda i, o: 0.01 * o, None, "a"),
+                         LayerLatency("body", (32, 64), lambda i, o: 0.001 * i * o, "a", "b"),
+                         LayerLatency("head", (64, 10), lambda i, o: 0.002 * i, "b", None)], call_ms=0.05)
+
+
+def test_calibration_fits_the_fixed_cost_and_scale_through_two_networks():
+    """A network that costs 0.7 ms plus 1.6x its layers: measured dense and fastest, every other configuration
+    is predicted exactly (a fit through the dense network alone, the old one, misses the narrowest by 64%)."""
+    latency, layers, dense, fastest = toy_model(), toy_model(), {"a": 32, "b": 64}, {"a": 8, "b": 8}
+
+    def true_ms(counts):
+        return 0.7 + 1.6 * (layers.total(counts) - 0.05)
+    calibrate(latency, dense, fastest, true_ms(dense), true_ms(fastest))
+    assert (latency.call_ms, latency.scale) == (pytest.approx(0.7), pytest.approx(1.6))
+    for counts in ({"a": 16, "b": 24}, {"a": 8, "b": 64}, {"a": 32, "b": 8}):
+        assert latency.total(counts) == pytest.approx(true_ms(counts))
+
+
+@pytest.mark.parametrize("fastest_ms", [3.0, 0.01])  # noise: fastest timed no faster / a line below zero
+def test_calibration_falls_back_to_the_dense_network(fastest_ms):
+    latency = toy_model()
+    calibrate(latency, {"a": 32, "b": 64}, {"a": 8, "b": 8}, 2.5, fastest_ms)
+    assert latency.call_ms == 0.05 and latency.scale > 0
+    assert latency.total({"a": 32, "b": 64}) == pytest.approx(2.5)
 
 
 @needs_table

@@ -1,8 +1,8 @@
 """The latency table: how long a network's conv blocks take on a device, at the channel counts a budget can pick.
 
-Each conv layer is timed alone as a block (conv + BatchNorm + ReLU at the layer's input size) in the device's
-runtime; budget.py turns the blocks into a network's prediction (one call's cost, plus the blocks' sum scaled
-so that the dense network's prediction is its measured latency). A block is measured on a grid of (input,
+Each conv layer is timed alone as a block (conv + BatchNorm + the activation that follows it, at the layer's
+input size) in the device's runtime; budget.py turns the blocks into a network's prediction (a fixed cost plus
+the blocks' sum times a scale, both fitted through the measured dense and fastest networks). A block is measured on a grid of (input,
 output) channel counts: multiples of `round_to` near each eighth of the layer's width, plus `round_to`
 itself; between grid points the table interpolates bilinearly.
 
@@ -88,8 +88,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "s
 def conv_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, ConvBlock]:
     """Every Conv2d of `model` as a block at the input size it sees on `example`, by module name, with the
     activation module called next (after its BatchNorm, if any)."""
-    calls: list[tuple[str, nn.Module, tuple]] = []
-    handles = [m.register_forward_pre_hook(lambda module, inputs, name=name: calls.append((name, module, inputs)))
+    calls: list[tuple[str, nn.Module, torch.Size]] = []
+    handles = [m.register_forward_pre_hook(
+        lambda module, inputs, name=name: calls.append((name, module, inputs[0].shape if inputs else None)))
                for name, m in model.named_modules() if not list(m.children())]
     try:
         with torch.no_grad():
@@ -99,14 +100,14 @@ def conv_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, ConvBlock]
             handle.remove()
     kinds = {cls: name for name, cls in ACTIVATIONS.items()}
     blocks: dict[str, ConvBlock] = {}
-    for index, (name, conv, inputs) in enumerate(calls):
+    for index, (name, conv, shape) in enumerate(calls):
         if not isinstance(conv, nn.Conv2d):
             continue
         following = [module for _, module, _ in calls[index + 1:index + 3]]
         if following and isinstance(following[0], nn.BatchNorm2d):
             following = following[1:]
         activation = kinds.get(type(following[0]), "none") if following else "none"
-        height, width = inputs[0].shape[-2:]
+        height, width = shape[-2:]
         blocks[name] = ConvBlock(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
                                  tuple(conv.padding), tuple(conv.dilation), conv.groups, int(height), int(width),
                                  activation)

@@ -52,17 +52,18 @@ def write(module, example, path: Path) -> None:
 
 def write_block(block, path: Path) -> None:
     """A latency table's conv + BatchNorm + activation block, built as an ONNX graph directly: the table writes
-    hundreds of them, and torch's exporter takes about a second each. The nodes are those torch's exporter writes
-    for each activation, so onnxruntime folds and fuses them as it does in an exported network."""
+    hundreds of them, and torch's exporter takes about a second each. onnxruntime folds the BatchNorm into the
+    conv and fuses a ReLU or Clip into it, as it does in an exported network."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((block.out_channels, block.in_channels // block.groups, *block.kernel), np.float32)
     ones, zeros = np.ones(block.out_channels, np.float32), np.zeros(block.out_channels, np.float32)
-    tensors = [numpy_helper.from_array(a, n) for a, n in ((weight, "w"), (ones, "scale"), (zeros, "bias"),
-                                                          (zeros, "mean"), (ones, "var"), (np.float32(0), "zero"),
-                                                          (np.float32(6), "six"))]
+    arrays = [(weight, "w"), (ones, "scale"), (zeros, "bias"), (zeros, "mean"), (ones, "var")]
+    if block.activation == "relu6":
+        arrays += [(np.float32(0), "zero"), (np.float32(6), "six")]
+    tensors = [numpy_helper.from_array(a, n) for a, n in arrays]
     activation = {"relu": [helper.make_node("Relu", ["b"], ["y"])],
                   "relu6": [helper.make_node("Clip", ["b", "zero", "six"], ["y"])],
                   "hardswish": [helper.make_node("HardSwish", ["b"], ["y"])],
