@@ -4,9 +4,10 @@
    measuring only what the cache lacks, and the table's error on five random channel configurations.
 2. The draw: OMP, IMP or A-IMP with each group's kept channels chosen by tickets/allocate.py so that the
    prediction fits T (--sparsity, if given, a floor).
-3. The check: the ticket exported and benched on D; if its p50 exceeds T, the next budget is its prediction
-   times T / measured, and the ticket is drawn again, at most three times in all. A ticket that still misses
-   is kept, and says so (its provenance holds both numbers).
+3. The check: the ticket exported and benched on D; if its p50 exceeds T, or falls under 0.9 T (latency left
+   unspent), the next budget is its prediction times T / measured, and the ticket is drawn again, at most
+   three times in all. The widest draw that fits is kept; if none does, the last is, and says so (its
+   provenance holds both numbers).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .tickets.channel import check_channel_prunable
 from .tickets.draw import DrawConfig, draw_ticket
 
 ROUND_TO = 8             # channels a budgeted draw keeps in multiples of, when the profile names no round_to
-ROUNDS = 3               # draws at most, each with the budget tightened by what the last one measured
+ROUNDS = 3               # draws at most, each with the budget scaled by what the last one measured
+SPENT = 0.9              # a ticket measuring under this share of its budget left latency unspent: drawn again, wider
 ERROR_CONFIGURATIONS = 5  # random channel configurations the table's prediction is checked on
 CHECK_RUNS = 50           # timed runs of the drawn ticket on the device
 CHUNK = 200               # blocks per runner process, and between saves of the table
@@ -71,10 +73,11 @@ class BudgetReport:
     rounds: list[BudgetRound]
     table: TableReport
     kept_channels: dict[str, list[int]]  # group (its root layer) -> [kept, of]
+    kept_round: int = -1  # the draw written: the widest that fits, else the last
 
     @property
     def met(self) -> bool:
-        return self.rounds[-1].measured_ms <= self.max_latency_ms
+        return self.rounds[self.kept_round].measured_ms <= self.max_latency_ms
 
     def as_dict(self) -> dict:
         return {**asdict(self), "met": self.met, "table": {**asdict(self.table), "mean_error": self.table.mean_error}}
@@ -204,7 +207,8 @@ def measured_ms(ticket: Ticket, profile: DeviceProfile) -> float:
 
 
 def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -> tuple[Ticket, BudgetReport]:
-    """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, tighten, redraw."""
+    """Draw with `config` (its max_latency_ms set) to fit on `profile`, check by bench, and redraw with the budget
+    scaled by the miss, tighter when it measured over, wider when it left more than 1 - SPENT of it unspent."""
     target = config.max_latency_ms
     check_channel_prunable(source.arch)
     latency, table = latency_model(source, profile, config.round_to)
@@ -217,25 +221,32 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     if target >= table.dense_ms and not config.sparsity:
         info(f"the budget, {target:g} ms, is above the dense {source.arch}'s {table.dense_ms:.3g} ms on "
              f"{profile.name}: no channel needs to go (a lower --max-latency-ms prunes)")
-    rounds, budget = [], target
+    rounds, drawn, budget = [], [], target
     for _ in range(ROUNDS):
         ticket, _ = draw_ticket(source, dataclasses.replace(config, budget=LatencyBudget(budget, latency)))
         channels = layer_channels(ticket.build_model())
-        predicted = latency.of_layers(channels)
-        rounds.append(BudgetRound(budget, predicted, measured_ms(ticket, profile)))
-        info(f"budget {budget:.3g} ms: predicted {predicted:.3g} ms, measured {rounds[-1].measured_ms:.3g} ms "
-             f"on {profile.name}")
-        if rounds[-1].measured_ms <= target or budget <= fastest:
+        predicted, measured = latency.of_layers(channels), measured_ms(ticket, profile)
+        rounds.append(BudgetRound(budget, predicted, measured))
+        drawn.append((ticket, channels))
+        info(f"budget {budget:.3g} ms: predicted {predicted:.3g} ms, measured {measured:.3g} ms on {profile.name}")
+        whole = all(channels[group][1] == size for group, size in latency.group_sizes().items())
+        if SPENT * target <= measured <= target or (measured > target and budget <= fastest) or (
+                measured < target and whole):
             break
-        budget = max(fastest, predicted * target / rounds[-1].measured_ms)  # the prediction, cut by the miss
+        budget = max(fastest, predicted * target / measured)  # the prediction, scaled by the miss
+    fits = [i for i, r in enumerate(rounds) if r.measured_ms <= target]
+    chosen = max(fits, key=lambda i: rounds[i].measured_ms) if fits else len(rounds) - 1
+    ticket, channels = drawn[chosen]
     kept = {group: [channels[group][1], size] for group, size in latency.group_sizes().items()}  # its root layer's
-    report = BudgetReport(target, profile.name, rounds, table, kept)
+    report = BudgetReport(target, profile.name, rounds, table, kept, chosen)
     if not report.met:
         info(f"the ticket measures {rounds[-1].measured_ms:.3g} ms on {profile.name} after {len(rounds)} draws, over "
              f"the {target:g} ms budget: it is written anyway (a busy machine times slower; bench it again)")
+    elif len(rounds) > 1:
+        info(f"kept draw {chosen + 1}: the widest that measured within the budget")
     ticket.provenance = dataclasses.replace(
         ticket.provenance, latency_budget_ms=target, latency_device=profile.name,
-        predicted_latency_ms=rounds[-1].predicted_ms, measured_latency_ms=rounds[-1].measured_ms)
+        predicted_latency_ms=rounds[chosen].predicted_ms, measured_latency_ms=rounds[chosen].measured_ms)
     ticket.provenance.stages[-1].details["latency"] = report.as_dict()
     return ticket, report
 

@@ -79,7 +79,8 @@ def latency_report(latency: dict) -> None:
     table = latency["table"]
     rows_table(f"latency on {latency['device']} (budget {latency['max_latency_ms']:g} ms, "
                f"{'met' if latency['met'] else 'NOT met'})", ["draw", "budget ms", "predicted ms", "measured ms"],
-               [[i + 1, f"{r['budget_ms']:.3g}", f"{r['predicted_ms']:.3g}", f"{r['measured_ms']:.3g}"]
+               [[f"{i + 1}{' (kept)' if i == latency['kept_round'] % len(latency['rounds']) else ''}",
+                 f"{r['budget_ms']:.3g}", f"{r['predicted_ms']:.3g}", f"{r['measured_ms']:.3g}"]
                 for i, r in enumerate(latency["rounds"])])
     source = (f"measured {table['measured_blocks']} blocks in {table['build_seconds']:.0f} s" if table["measured_blocks"]
               else f"from the cache (built in {table['first_build_seconds']:.0f} s)")
