@@ -127,6 +127,10 @@ def show(title: str, header: list[str], lines: list[list[str]], markdown: bool) 
         rows_table(title, header, lines)
 
 
+def unsupported(arch: str, size: int) -> dict:
+    return {"arch": arch, "size": size, "fraction": "-", "unsupported": get_arch(arch).channel_pruning_blocked}
+
+
 def print_latency(rows: list[dict], markdown: bool = False) -> None:
     def side(cell: dict) -> list[str]:
         return [f"{cell['p50_ms']:.2f}", f"{cell['speedup']:.2f}x", f"{cell['mac_reduction']:.2f}x"]
@@ -229,7 +233,8 @@ def main() -> None:
     if args.show:
         found = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
         if args.part == "latency":
-            return print_latency([row for rows in found for row in rows], args.markdown)
+            blocked = [unsupported(arch, args.size or 224) for arch in args.archs if get_arch(arch).channel_pruning_blocked]
+            return print_latency([row for rows in found for row in rows] + blocked, args.markdown)
         return print_accuracy(found, args.markdown)
     if args.part == "latency":
         size = args.size or 224
@@ -238,8 +243,7 @@ def main() -> None:
             path = folder / f"{arch}-{size}.json"
             if get_arch(arch).channel_pruning_blocked:
                 info(f"{arch}: skipped, {get_arch(arch).channel_pruning_blocked}")
-                rows.append({"arch": arch, "size": size, "fraction": "-",
-                             "unsupported": get_arch(arch).channel_pruning_blocked})
+                rows.append(unsupported(arch, size))
                 continue
             if not path.exists():
                 write_json(latency_rows(arch, size, args.fractions or list(FRACTIONS)), path)
