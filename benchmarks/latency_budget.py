@@ -25,32 +25,23 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
-
 import edgeticket as et
 from edgeticket.bench import BenchConfig, bench_artifact
 from edgeticket.console import console, info
 from edgeticket.errors import EdgeticketError
 from edgeticket.export import export_onnx
 from edgeticket.fileio import write_json
-from edgeticket.models import get_arch, get_model
+from edgeticket.models import get_arch
 from edgeticket.report import markdown_table, t_interval, verdict
 from edgeticket.tables import rows_table
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 from edgeticket.tickets.stats import measure
+from speedup import dense_ticket  # a random-weight ticket, as speedup.py times them
 
 PROFILE = "ort-cpu-1t"
 FRACTIONS = {"1/2": 1 / 2, "1/3": 1 / 3, "1/5": 1 / 5}
 EQUAL = 0.05  # "equal latency": within 5%
 SOURCES = {"natural": "none", "robust": "l2:1.0"}
-
-
-def random_ticket(arch: str, size: int) -> Ticket:
-    torch.manual_seed(0)
-    spec = get_arch(arch)
-    model = get_model(arch, num_classes=1000)
-    return Ticket(arch, {"num_classes": 1000, "in_channels": 3}, model.state_dict(), (3, size, size),
-                  spec.mean, spec.std, [str(i) for i in range(1000)])
 
 
 def p50s(tickets: list[Ticket], rounds: int = 3, runs: int = 50) -> list[float]:
@@ -92,7 +83,7 @@ def macs(ticket: Ticket) -> int:
 # -- table 1: latency and MACs at equal latency ------------------------------------------------------------------
 
 def latency_rows(arch: str, size: int, fractions: list[str]) -> list[dict]:
-    source = random_ticket(arch, size)
+    source = dense_ticket(arch, size)
     dense_ms = p50s([source])[0]
     dense_macs = measure(source.build_model(), source).macs
     rows = []
