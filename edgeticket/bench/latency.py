@@ -2,9 +2,9 @@
 
 Each conv layer is timed alone as a block (conv + BatchNorm + the activation that follows it, at the layer's
 input size) in the device's runtime; budget.py turns the blocks into a network's prediction (a fixed cost plus
-the blocks' sum times a scale, both fitted through the measured dense and fastest networks). A block is measured on a grid of (input,
-output) channel counts: multiples of `round_to` near each eighth of the layer's width, plus `round_to`
-itself; between grid points the table interpolates bilinearly.
+the blocks' sum times a scale, both fitted through the measured dense and fastest networks). A block is
+measured on a grid of (input, output) channel counts: multiples of `round_to` near each eighth of the layer's
+width, plus `round_to` itself; between grid points the table interpolates bilinearly.
 
 Per-layer blocks rather than whole-network deltas: a block's cost depends on both of its channel counts, so
 deltas measured one group at a time do not add up once several groups shrink together, and a whole network

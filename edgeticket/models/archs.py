@@ -55,12 +55,12 @@ def replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
+BLOCKS = (BasicBlock, Bottleneck, InvertedResidual, mobilenetv3.InvertedResidual, MBConv, shufflenetv2.InvertedResidual)
+
+
 def residual_blocks(model: nn.Module) -> list[nn.Module]:
     """The model's residual blocks in forward order; `finetune --mode last-k:K` trains the last K."""
     return [m for m in model.modules() if isinstance(m, BLOCKS)]
-
-
-BLOCKS = (BasicBlock, Bottleneck, InvertedResidual, mobilenetv3.InvertedResidual, MBConv, shufflenetv2.InvertedResidual)
 
 
 def _adapt_stem(model: nn.Module, path: str, in_channels: int) -> nn.Module:
