@@ -1,8 +1,9 @@
 """Does the budget pay? Tickets drawn to a latency budget (`draw --max-latency-ms`) against uniform `--sparsity`
 tickets of the same measured latency, on onnxruntime CPU with 1 thread.
 
-    python benchmarks/latency_budget.py --part latency     # table 1, about 25 minutes on 2 cores
-    python benchmarks/latency_budget.py --part accuracy    # table 2, about 60 minutes on 2 cores
+    python benchmarks/latency_budget.py --part latency                    # table 1, about 45 min on 2 cores
+    python benchmarks/latency_budget.py --part accuracy --fractions 1/3 --source-seed 0   # table 2, about 35 min
+    python benchmarks/latency_budget.py --part latency --show --markdown  # the README's table, from --out
 
 Table 1, random weights (latency does not depend on their values), 224 px: per model and budget (1/2, 1/3, 1/5 of
 the dense p50), the budget ticket's p50 / budget, then its speed-up and MAC reduction next to those of the
@@ -11,10 +12,11 @@ latency, the ticket that keeps more MACs spent the latency on convolutions that 
 
 Table 2, the demo task upscaled so that latency matters: Fashion-MNIST sources (natural and PGD-L2 robust,
 pretrained here at 64 px) -> scikit-learn digits at 64 px. Per seed, source and budget: the budget ticket and
-the uniform ticket of equal measured latency (within 5%; both timed in alternation) are finetuned alike, and their
-digits test accuracies are compared, paired by seed, with a 95% Student-t interval.
+the uniform ticket of equal measured latency (within 5%; both timed in alternation) are finetuned alike, and
+their digits test accuracies are compared, paired by seed, with a 95% Student-t interval.
 
-Every finished step is kept under --out (a killed run resumes); each part ends by printing its table from there.
+Every finished step is kept under --out (a killed run resumes; a changed option that its file names do not
+carry, such as --source-images, needs a new --out); each part ends by printing its table.
 """
 
 from __future__ import annotations
