@@ -14,7 +14,7 @@ from edgeticket.budget import calibrate, latency_model
 from edgeticket.cli import app
 from edgeticket.models.archs import get_model
 from edgeticket.ticket import Ticket
-from edgeticket.tickets.allocate import LatencyModel, LayerLatency, layer_channels
+from edgeticket.tickets.allocate import LatencyModel, LayerLatency, layer_channels, smallest_counts
 from edgeticket.tickets.channel import kept_channels
 
 ROUND_TO = 16  # a coarser grid than the default 8: fewer blocks to time
@@ -77,6 +77,14 @@ def test_calibration_falls_back_to_the_dense_network(fastest_ms):
     assert latency.total({"a": 32, "b": 64}) == pytest.approx(2.5)
 
 
+def reachable(latency: LatencyModel, table) -> float:
+    """A budget that needs pruning and that the network reaches: 40% of the way from its fastest (measured on
+    this machine) to its dense latency. A fixed share of dense is not: on a small network at a small input the
+    fixed cost is most of the fastest one's latency."""
+    fastest = latency.total(smallest_counts(latency.group_sizes(), ROUND_TO))
+    return fastest + 0.4 * (table.dense_ms - fastest)
+
+
 @needs_table
 def test_table_reports_its_error_on_random_configurations(budget_setup):
     _, _, latency, table = budget_setup
@@ -91,7 +99,7 @@ def test_cli_draws_to_a_budget_and_the_ticket_reloads_and_exports(budget_setup, 
     measured = []
     real = __import__("edgeticket.bench.latency", fromlist=["measure"]).measure
     monkeypatch.setattr("edgeticket.budget.measure", lambda *a, **k: measured.append(a) or real(*a, **k))
-    budget = round(0.6 * table.dense_ms, 4)
+    budget = round(reachable(latency, table), 4)
     out = folder / "budget.ticket"
     result = run("draw", folder / "source.ticket", "--max-latency-ms", budget, "--device", "ort-cpu-1t",
                  "--round-to", ROUND_TO, "-o", out, "--json")
@@ -164,7 +172,7 @@ def test_bad_budget_options_are_refused_before_anything_is_measured(source_file,
 @pytest.mark.slow
 def test_imp_reaches_the_budget_over_its_rounds(budget_setup):
     folder, source, latency, table = budget_setup
-    budget = 0.6 * table.dense_ms
+    budget = reachable(latency, table)
     ticket = et.draw(source, method="imp", max_latency_ms=budget, device="ort-cpu-1t", round_to=ROUND_TO,
                      data="digits", subset=100, rate=0.2)
     draw = ticket.provenance.stages[-1]
