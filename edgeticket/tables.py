@@ -77,9 +77,10 @@ def latency_report(latency: dict) -> None:
     """A budgeted draw (its provenance's `latency` record): each round's budget, prediction and measurement, the
     latency table behind them, and the channels each group kept."""
     table = latency["table"]
+    kept = latency.get("kept_round", -1) % len(latency["rounds"])  # older tickets: the last draw was kept
     rows_table(f"latency on {latency['device']} (budget {latency['max_latency_ms']:g} ms, "
                f"{'met' if latency['met'] else 'NOT met'})", ["draw", "budget ms", "predicted ms", "measured ms"],
-               [[f"{i + 1}{' (kept)' if i == latency['kept_round'] % len(latency['rounds']) else ''}",
+               [[f"{i + 1}{' (kept)' if i == kept else ''}",
                  f"{r['budget_ms']:.3g}", f"{r['predicted_ms']:.3g}", f"{r['measured_ms']:.3g}"]
                 for i, r in enumerate(latency["rounds"])])
     source = (f"measured {table['measured_blocks']} blocks in {table['build_seconds']:.0f} s" if table["measured_blocks"]

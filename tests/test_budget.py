@@ -181,6 +181,20 @@ def test_imp_reaches_the_budget_over_its_rounds(budget_setup):
     assert ticket.class_names == [str(i) for i in range(10)]
 
 
+@pytest.mark.parametrize("record, kept", [({"kept_round": 0}, "1 (kept)"), ({}, "2 (kept)")])
+def test_inspect_marks_the_kept_draw_also_for_tickets_drawn_before_it_was_recorded(record, kept):
+    from edgeticket.console import console
+    from edgeticket.tables import latency_report
+    table = {"measured_blocks": 0, "first_build_seconds": 1.0, "blocks": 3, "dense_ms": 2.0, "errors": [],
+             "mean_error": 0.0, "file": "t.json"}
+    rounds = [{"budget_ms": 1.0, "predicted_ms": 1.0, "measured_ms": 0.8},
+              {"budget_ms": 1.2, "predicted_ms": 1.2, "measured_ms": 1.1}]
+    with console.capture() as captured:
+        latency_report({"device": "ort-cpu-1t", "max_latency_ms": 1.0, "met": True, "rounds": rounds, "table": table,
+                        "kept_channels": {}, **record})
+    assert kept in captured.get() and captured.get().count("(kept)") == 1
+
+
 def test_a_ticket_that_leaves_latency_unspent_is_drawn_wider_and_the_widest_fit_kept(source_file, monkeypatch):
     """A stand-in device on which every ticket runs 25% faster than predicted: the first draw measures 0.75 T,
     so it is drawn again with the budget scaled up by the miss, and that wider ticket, still within T, is the
