@@ -25,7 +25,7 @@ from torch import nn
 from . import __version__
 from .errors import EdgeticketError
 from .fileio import read_torch, save_torch
-from .models.archs import get_model
+from .models.archs import get_model, load_weights
 from .models.normalize import Normalized
 
 FORMAT = "edgeticket"
@@ -122,7 +122,7 @@ class Ticket:
             with torch.enable_grad():  # torch-pruning traces through autograd, even inside no_grad callers
                 graph = tp.DependencyGraph().build_dependency(model.eval(), self.example_input())
             graph.load_pruning_history(self.pruning_history)
-        model.load_state_dict(self.state_dict)
+        load_weights(model, self.state_dict)
         return model.eval()
 
     def deployable(self) -> nn.Module:

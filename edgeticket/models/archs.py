@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +31,8 @@ class ArchSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     defaults: dict = field(default_factory=dict)
+    # the name robust-models-transfer's files start with (`mobilenet` in mobilenet_l2_eps3.ckpt); None: not released
+    madry_name: str | None = None
     # why torch-pruning cannot remove this architecture's channels (channel draws refuse); None: it can
     channel_pruning_blocked: str | None = None
 
@@ -42,12 +45,23 @@ def list_models() -> list[str]:
 
 
 def get_arch(name: str) -> ArchSpec:
+    if name.startswith("timm:"):
+        from .timm_models import timm_arch
+        return timm_arch(name)
     return ARCHS.get(name)
 
 
 def get_model(name: str, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> nn.Module:
-    spec = ARCHS.get(name)
+    spec = get_arch(name)
     return spec.build(num_classes=num_classes, in_channels=in_channels, **{**spec.defaults, **kwargs})
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """load_state_dict, given the model's own per-module versions: a dict saved by itself loses them, and
+    MNASNet refuses weights without one. The weights are this code's layout (keys and shapes are checked)."""
+    state = OrderedDict(state)
+    state._metadata = model.state_dict()._metadata
+    model.load_state_dict(state)
 
 
 def replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -71,22 +85,38 @@ def _adapt_stem(model: nn.Module, path: str, in_channels: int) -> nn.Module:
     return model
 
 
-def _torchvision(name: str, first_conv: str, classifier: str, channel_pruning_blocked: str | None = None) -> None:
-    constructor = getattr(tvm, name)
+def _torchvision(name: str, first_conv: str, classifier: str, madry_name: str | None = None,
+                 channel_pruning_blocked: str | None = None, constructor: Callable[..., nn.Module] | None = None) -> None:
+    constructor = constructor or getattr(tvm, name)
 
     def build(num_classes: int, in_channels: int) -> nn.Module:
         return _adapt_stem(constructor(weights=None, num_classes=num_classes), first_conv, in_channels)
 
-    ARCHS.add(name, ArchSpec(name, build, first_conv, classifier, channel_pruning_blocked=channel_pruning_blocked))
+    ARCHS.add(name, ArchSpec(name, build, first_conv, classifier, madry_name=madry_name,
+                             channel_pruning_blocked=channel_pruning_blocked))
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2"):
-    _torchvision(_name, "conv1", "fc")
-_torchvision("mobilenet_v2", "features.0.0", "classifier.1")
+for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d"):
+    _torchvision(_name, "conv1", "fc", madry_name=_name)
+
+
+def _wide_resnet50_4(**kwargs) -> nn.Module:
+    """The robustness library's wide_resnet50_4 (torchvision's ResNet, bottlenecks 4x as wide as resnet50's)."""
+    return tvm.ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4, **{k: v for k, v in kwargs.items() if k != "weights"})
+
+
+_torchvision("wide_resnet50_4", "conv1", "fc", madry_name="wide_resnet50_4", constructor=_wide_resnet50_4)
+_torchvision("mobilenet_v2", "features.0.0", "classifier.1", madry_name="mobilenet")
+_torchvision("densenet161", "features.conv0", "classifier", madry_name="densenet")
+_torchvision("mnasnet1_0", "layers.0", "classifier.1", madry_name="mnasnet")
+_torchvision("vgg16_bn", "features.0", "classifier.6", madry_name="vgg16_bn")
+_torchvision("regnet_y_400mf", "stem.0", "fc")
+_torchvision("squeezenet1_1", "features.0", "classifier.1")  # its classifier is a 1x1 conv
+_torchvision("convnext_tiny", "features.0.0", "classifier.2")
 # squeeze-excitation: torch-pruning couples the SE's scale with the channels it multiplies (tests pin it)
 _torchvision("mobilenet_v3_small", "features.0.0", "classifier.3")
 _torchvision("efficientnet_b0", "features.0.0", "classifier.1")
-_torchvision("shufflenet_v2_x1_0", "conv1.0", "fc", channel_pruning_blocked=(
+_torchvision("shufflenet_v2_x1_0", "conv1.0", "fc", madry_name="shufflenet", channel_pruning_blocked=(
     "torch-pruning 1.6 cannot trace ShuffleNet's channel split and shuffle (its index mapping fails on "
     "chunk -> cat -> view/transpose)"))
 

@@ -18,7 +18,7 @@ from ..errors import EdgeticketError
 from ..fileio import read_torch, sha256_file
 from ..registry import Registry
 from ..ticket import Provenance, Ticket
-from .archs import ARCHS, get_arch, get_model
+from .archs import ARCHS, get_arch, get_model, load_weights
 
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 
@@ -38,7 +38,7 @@ class Reader:
 
 
 READERS: Registry[Reader] = Registry("checkpoint format")
-DETECTION_ORDER = ("edgeticket", "madry", "wrapped", "state_dict")
+DETECTION_ORDER = ("edgeticket", "robustbench", "madry", "wrapped", "state_dict")
 
 
 def _is_tensor_dict(obj: object) -> bool:
@@ -61,14 +61,33 @@ def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _madry_read(obj: dict) -> RawWeights:
     state = obj["model"] if "model" in obj else obj["state_dict"]
     weights = {k[len("module.model."):]: v for k, v in state.items() if k.startswith("module.model.")}
-    mean, std = state.get("module.normalizer.new_mean"), state.get("module.normalizer.new_std")
-    as_tuple = (lambda t: tuple(float(x) for x in t.flatten())) if mean is not None else (lambda t: None)
-    return RawWeights(weights, as_tuple(mean), as_tuple(std))
+    return RawWeights(weights, _as_tuple(state.get("module.normalizer.new_mean")),
+                      _as_tuple(state.get("module.normalizer.new_std")))
+
+
+def _as_tuple(values: torch.Tensor | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(x) for x in values.flatten())
 
 
 def _madry_detect(obj: object) -> bool:
     state = obj.get("model", obj.get("state_dict")) if isinstance(obj, dict) else None
     return isinstance(state, dict) and any(str(k).startswith("module.model.") for k in state)
+
+
+def _robustbench_state(obj: object) -> dict[str, torch.Tensor] | None:
+    """RobustBench's ImageNet models are `Sequential(normalize=ImageNormalizer(mean, std), model=...)`: their
+    state_dict is `normalize.mean/std` (buffers) beside `model.*`, bare or under 'state_dict'."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    state = _strip(state) if _is_tensor_dict(state) else None
+    if state and "normalize.mean" in state and "normalize.std" in state and any(k.startswith("model.") for k in state):
+        return state
+    return None
+
+
+def _robustbench_read(obj: dict) -> RawWeights:
+    state = _robustbench_state(obj)
+    return RawWeights({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")},
+                      _as_tuple(state["normalize.mean"]), _as_tuple(state["normalize.std"]))
 
 
 def _wrapped_detect(obj: object) -> bool:
@@ -81,6 +100,7 @@ def _wrapped_read(obj: dict) -> RawWeights:
 
 READERS.add("edgeticket", Reader(lambda o: isinstance(o, dict) and o.get("format") == "edgeticket", None))
 READERS.add("madry", Reader(_madry_detect, _madry_read))
+READERS.add("robustbench", Reader(lambda o: _robustbench_state(o) is not None, _robustbench_read))
 READERS.add("wrapped", Reader(_wrapped_detect, _wrapped_read))
 READERS.add("state_dict", Reader(_is_tensor_dict, lambda o: RawWeights(_strip(o))))
 
@@ -105,15 +125,46 @@ def source_kind_from_name(name: str) -> tuple[str, str | None]:
     return "robust", f"{norm}:{eps:g}" + ("/255" if norm == "linf" else "")
 
 
+def arch_from_file_name(name: str) -> str | None:
+    """robust-models-transfer's files name their architecture before the threat model (mobilenet_l2_eps3.ckpt is
+    a mobilenet_v2); None where the name says nothing."""
+    match = re.match(r"(.+?)_(?:l2|linf)_eps[\d.]", Path(name).name)
+    released = {spec.madry_name: spec.name for spec in ARCHS.entries() if spec.madry_name}
+    return released.get(match.group(1)) if match else None
+
+
+def _parameter_shapes(arch: str, kwargs: dict) -> dict[str, torch.Tensor]:
+    try:
+        with torch.device("meta"):
+            return get_model(arch, **kwargs).state_dict()
+    except NotImplementedError:  # RegNet computes its widths with tensors while it builds: not on meta
+        return get_model(arch, **kwargs).state_dict()
+
+
 def guess_archs(state: dict[str, torch.Tensor]) -> list[str]:
-    """Architectures whose parameter names match the file's (built on the meta device: no memory, no time)."""
+    """Registered architectures whose parameters have the file's names and shapes, once the class count and input
+    channels are read from the file (built on the meta device: no memory, little time)."""
     matches = []
     for name in ARCHS.names():
-        with torch.device("meta"):
-            keys = set(get_model(name).state_dict())
-        if keys == set(state):
+        expected = _parameter_shapes(name, _infer_kwargs(name, state))
+        if set(expected) == set(state) and all(expected[k].shape == state[k].shape for k in expected):
             matches.append(name)
     return matches
+
+
+def resolve_arch(file_name: str, state: dict[str, torch.Tensor]) -> str:
+    """The architecture of a file given without --arch: its MadryLab name, else the one that its keys and shapes fit."""
+    named = arch_from_file_name(file_name)
+    if named:
+        return named
+    guesses = guess_archs(state)
+    if len(guesses) == 1:
+        return guesses[0]
+    if guesses:
+        raise EdgeticketError(f"{file_name} fits several architectures: {', '.join(guesses)}",
+                              hint=f"pass --arch {guesses[0]} (or another of them)")
+    raise EdgeticketError(f"{file_name} fits no registered architecture (the architecture is needed)",
+                          hint="pass --arch NAME (see `edgeticket models`), or --arch timm:NAME for a timm model")
 
 
 def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
@@ -130,7 +181,7 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch: str) 
         guesses = [g for g in guess_archs(state) if g != arch]
         hint = f"this file looks like --arch {guesses[0]}" if guesses else "check --arch and that the file is complete"
         raise EdgeticketError(f"checkpoint does not fit architecture '{arch}': {'; '.join(parts)}", hint=hint)
-    model.load_state_dict(state)
+    load_weights(model, state)
 
 
 def _infer_kwargs(arch: str, state: dict[str, torch.Tensor]) -> dict:
@@ -161,11 +212,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
             raise EdgeticketError(f"{path.name} holds a {ticket.arch}, not a {arch}",
                                   hint=f"drop --arch or pass --arch {ticket.arch}")
         return ticket
-    if not arch:
-        guesses = guess_archs(READERS.get(fmt).read(obj).state_dict)
-        raise EdgeticketError(f"{path.name} is a plain {fmt} checkpoint: the architecture is needed",
-                              hint=f"pass --arch {guesses[0] if guesses else 'NAME'} (see `edgeticket models`)")
     raw = READERS.get(fmt).read(obj)
+    arch = arch or resolve_arch(path.name, raw.state_dict)
     spec = get_arch(arch)
     kwargs = _infer_kwargs(arch, raw.state_dict)
     model = get_model(arch, **kwargs)

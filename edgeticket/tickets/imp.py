@@ -13,7 +13,7 @@ import torch_pruning as tp
 from ..config import AttackConfig, TrainConfig
 from ..console import progress_bar
 from ..masks import apply_masks
-from ..models import get_arch, replace_submodule
+from ..models import get_arch, load_weights, replace_submodule
 from ..ticket import Ticket
 from ..train import fit, replace_head
 from .allocate import LatencyBudget, layer_channels, prune_to_budget
@@ -83,7 +83,7 @@ def iterative(ticket: Ticket, config: DrawConfig, adversarial: bool) -> PruneSta
                 current = rewound(source, current, masks)
             step = f"{sparsity:.3g} ms" if budgets else f"{sparsity:.0%}"
             current, _ = fit(current, splits.train, recipe, description=f"{config.method} round to {step}")
-            model.load_state_dict(current.state_dict)
+            load_weights(model, current.state_dict)
             bar.update(rounds, advance=1)
     return PruneState(model, current.pruning_history, current.masks, current.class_names)
 
