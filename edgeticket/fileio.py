@@ -130,11 +130,28 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file (timm's and Hugging Face's format): tensors only, no code by design."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise EdgeticketError(f"{path.name} is a safetensors file and safetensors is not installed",
+                              hint="pip install safetensors (it comes with 'edgeticket[timm]')") from None
+    try:
+        return load_file(path, device="cpu")
+    except SafetensorError as error:
+        raise EdgeticketError(f"{path.name} is not a readable safetensors file ({error})",
+                              hint="the file is truncated, corrupt or of another format; copy it again") from None
+
+
 def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
     """torch.load with weights_only (no code runs from the file), and one clear error for anything unreadable."""
     path = Path(path)
     if not path.is_file():
         raise EdgeticketError(f"no such file: {path}", hint="check the path")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:

@@ -6,7 +6,7 @@ python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
-"${pip[@]}" -e ".[test,edge]"
+"${pip[@]}" -e ".[test,edge,timm]"
 
 # Debian: Fashion-MNIST, a Vulkan loader + Mesa's software GPU (lavapipe) for ncnn-vulkan correctness, and an
 # OpenSSH server (and client, for ssh-keyscan) that the ssh bench tests start on 127.0.0.1 as a "board"

@@ -4,6 +4,7 @@ model's pretrained config, so timm's own checkpoints (`.pth`, `.safetensors`) lo
 
 from __future__ import annotations
 
+import difflib
 from functools import cache
 
 from torch import nn
@@ -28,7 +29,7 @@ def timm_arch(name: str) -> ArchSpec:
     """The spec of `timm:NAME` (NAME may carry a pretrained tag, e.g. inception_v3.tf_adv_in1k)."""
     timm, model_name = _timm(), name.removeprefix(PREFIX)
     if not timm.is_model(model_name):
-        close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:5]
+        close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=5)
         raise EdgeticketError(f"unknown timm model '{model_name}'",
                               hint=f"timm has e.g. {', '.join(close)}" if close else "see timm.list_models()")
     cfg = timm.get_pretrained_cfg(model_name)
