@@ -61,6 +61,19 @@ def expand_groups(keep: torch.Tensor, shape: torch.Size, pattern: Pattern) -> to
     return keep.expand(shape).clone()
 
 
+def lowest(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of the `count` smallest of 1-D `values`, ties going to the lower index: the first `count` of a stable
+    argsort, in linear time (a stable argsort of vgg16_bn's 103M-weight classifier layer takes 30 s)."""
+    drop = torch.zeros_like(values, dtype=torch.bool)
+    if count <= 0:
+        return drop
+    threshold = values.kthvalue(count).values
+    drop = values < threshold
+    ties = (values == threshold).nonzero().flatten()
+    drop[ties[: count - int(drop.sum())]] = True
+    return drop
+
+
 def select_masks(scores: dict[str, torch.Tensor], pattern: Pattern, sparsity: float,
                  scope: str = "layerwise") -> dict[str, torch.Tensor]:
     """Keep masks that remove the lowest-scoring groups until `sparsity` of the weights are gone.
@@ -74,10 +87,7 @@ def select_masks(scores: dict[str, torch.Tensor], pattern: Pattern, sparsity: fl
     if scope == "layerwise":
         for name, groups in grouped.items():
             flat = groups.flatten()
-            drop = int(round(sparsity * flat.numel()))
-            keep = torch.ones_like(flat, dtype=torch.bool)
-            keep[torch.argsort(flat, stable=True)[:drop]] = False
-            keeps[name] = keep.view_as(groups)
+            keeps[name] = ~lowest(flat, int(round(sparsity * flat.numel()))).view_as(groups)
     else:
         names = list(grouped)
         flat = torch.cat([grouped[n].flatten() / sizes[n] for n in names])

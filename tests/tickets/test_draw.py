@@ -140,3 +140,13 @@ def test_channel_choice_equals_torch_pruning_magnitude_importance(source, layer,
     norm = layer.replace("conv1", "bn1")
     assert kept_channels(ticket.build_model().get_submodule(norm).weight.detach(),
                          reference.get_submodule(norm).weight.detach()) == expected
+
+
+@pytest.mark.parametrize("count", [0, 1, 37, 500, 999, 1000])
+def test_lowest_is_a_stable_argsorts_first_count(count):
+    """Layerwise masks pick in linear time what a stable argsort picks, ties included (weights of 3 values)."""
+    from edgeticket.tickets.patterns import lowest
+    values = torch.randint(0, 3, (1000,), generator=torch.Generator().manual_seed(count)).float()
+    expected = torch.zeros(1000, dtype=torch.bool)
+    expected[torch.argsort(values, stable=True)[:count]] = True
+    assert torch.equal(lowest(values, count), expected)
