@@ -4,7 +4,7 @@ architecture, in one run.
     python benchmarks/zoo.py                      # every registered ImageNet architecture, about 40 min on 2 cores
     python benchmarks/zoo.py --archs resnet18 timm:resnet50 --show --markdown
 
-Per architecture: params, MACs and p50 of the dense model and of the ticket, the MAC reduction (dense / ticket)
+Per architecture: params, MACs and p50 (the median of 3 interleaved benches) of the dense model and of the ticket, the MAC reduction (dense / ticket)
 and the speed-up (dense p50 / ticket p50). The ticket is also timed without rounding (`--round-to 1`), so a model
 that pruning makes slower shows whether channel counts off the SIMD width are why. Weights are random (nothing
 is downloaded); latency does not depend on their values. Each finished architecture is kept in --out (a killed
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -32,22 +33,27 @@ from edgeticket.tickets.stats import measure
 SIZE = 224
 
 
-def timed(ticket: Ticket, path: Path, runs: int) -> dict:
-    export_onnx(ticket, path)  # checks the ONNX file against torch
-    size = measure(ticket.build_model(), ticket)
-    p50 = bench_onnx(path, BenchConfig(runs=runs, warmup=3, seconds=2.0)).latency.p50_ms
-    return {"params": size.params, "macs": size.macs, "p50_ms": p50}
-
-
-def measure_arch(arch: str, runs: int, tmp: Path) -> dict:
+def measure_arch(arch: str, runs: int, rounds: int, tmp: Path) -> dict:
+    """Exports the dense model and both tickets, then times them in turn, `rounds` times: each p50 is the median
+    over rounds, so a neighbour's load on a shared machine weighs on the three alike."""
     source = dense_ticket(arch, SIZE)
-    row = {"arch": arch, "dense": timed(source, tmp / "dense.onnx", runs)}
+    variants = {"dense": source}
     blocked = get_arch(arch).channel_pruning_blocked
-    if blocked:
-        return {**row, "blocked": blocked}
-    for round_to in (8, 1):
-        ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5, round_to=round_to))
-        row[f"round_to_{round_to}"] = timed(ticket, tmp / f"r{round_to}.onnx", runs)
+    if not blocked:
+        for round_to in (8, 1):
+            variants[f"round_to_{round_to}"] = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5,
+                                                                              round_to=round_to))[0]
+    row: dict = {"arch": arch, **({"blocked": blocked} if blocked else {})}
+    for name, ticket in variants.items():
+        export_onnx(ticket, tmp / f"{name}.onnx")  # checks the ONNX file against torch
+        size = measure(ticket.build_model(), ticket)
+        row[name] = {"params": size.params, "macs": size.macs, "p50s_ms": []}
+    for _ in range(rounds):
+        for name in variants:
+            bench = bench_onnx(tmp / f"{name}.onnx", BenchConfig(runs=runs, warmup=3, seconds=1.0))
+            row[name]["p50s_ms"].append(bench.latency.p50_ms)
+    for name in variants:
+        row[name]["p50_ms"] = statistics.median(row[name]["p50s_ms"])
     return row
 
 
@@ -75,7 +81,8 @@ def show(rows: list[dict], markdown: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=[a for a in list_models() if get_arch(a).input_size == SIZE])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per bench")
+    parser.add_argument("--rounds", type=int, default=3, help="benches per model, interleaved; p50 is their median")
     parser.add_argument("--out", type=Path, default=Path("runs/zoo"))
     parser.add_argument("--show", action="store_true", help="print the table from --out, measuring nothing")
     parser.add_argument("--markdown", action="store_true")
@@ -87,7 +94,7 @@ def main() -> None:
         if not done.exists() and not args.show:
             console.print(f"measuring {arch}")
             with tempfile.TemporaryDirectory() as tmp:
-                write_json(measure_arch(arch, args.runs, Path(tmp)), done)
+                write_json(measure_arch(arch, args.runs, args.rounds, Path(tmp)), done)
         if done.exists():
             rows.append(json.loads(done.read_text()))
     show(rows, args.markdown)

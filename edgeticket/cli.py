@@ -84,16 +84,19 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 
 @command("edgeticket models")
 def models(json_output: Json = False, quiet: Quiet = False) -> None:
-    """List the registered architectures."""
+    """List the registered architectures (and how to use any timm model)."""
     from .models import get_arch, list_models
-    rows = [[n, get_arch(n).input_size, get_arch(n).first_conv, get_arch(n).classifier,
+    rows = [[n, get_arch(n).input_size, get_arch(n).first_conv, get_arch(n).classifier, get_arch(n).madry_name,
              not get_arch(n).channel_pruning_blocked] for n in list_models()]
     if json_output:
-        return emit_json([dict(zip(["name", "input_size", "first_conv", "classifier", "channel_pruning"], r))
-                          for r in rows])
+        return emit_json([dict(zip(["name", "input_size", "first_conv", "classifier", "madry_name",
+                                    "channel_pruning"], r)) for r in rows])
     from .tables import rows_table
-    rows_table("architectures", ["name", "input", "first conv", "classifier", "channel pruning"],
-               [row[:-1] + ["yes" if row[-1] else "no: masks only"] for row in rows])
+    rows_table("architectures", ["name", "input", "first conv", "classifier", "robust-models-transfer files",
+                                 "channel pruning"],
+               [row[:4] + [f"{row[4]}_*_eps*.ckpt" if row[4] else ""] + ["yes" if row[-1] else "no: masks only"]
+                for row in rows])
+    info("and timm:NAME, any timm model (pip install 'edgeticket[timm]'), e.g. --arch timm:inception_v3.tf_adv_in1k")
 
 
 @command("edgeticket inspect runs/t50.ticket")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -15,27 +14,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..registry import Registry
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How to build an architecture and where its ends are (the layers pruning keeps intact)."""
-    name: str
-    build: Callable[..., nn.Module]
-    first_conv: str
-    classifier: str
-    input_size: int = 224
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    defaults: dict = field(default_factory=dict)
-    # the name robust-models-transfer's files start with (`mobilenet` in mobilenet_l2_eps3.ckpt); None: not released
-    madry_name: str | None = None
-    # why torch-pruning cannot remove this architecture's channels (channel draws refuse); None: it can
-    channel_pruning_blocked: str | None = None
-
+from .spec import ArchSpec
 
 ARCHS: Registry[ArchSpec] = Registry("architecture")
 
@@ -96,8 +75,9 @@ def _torchvision(name: str, first_conv: str, classifier: str, madry_name: str | 
                              channel_pruning_blocked=channel_pruning_blocked))
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d"):
+for _name in ("resnet18", "resnet50", "wide_resnet50_2", "resnext50_32x4d"):
     _torchvision(_name, "conv1", "fc", madry_name=_name)
+_torchvision("resnet34", "conv1", "fc")
 
 
 def _wide_resnet50_4(**kwargs) -> nn.Module:

@@ -10,7 +10,7 @@ from functools import cache
 from torch import nn
 
 from ..errors import EdgeticketError
-from .archs import ArchSpec
+from .spec import ArchSpec
 
 PREFIX = "timm:"
 

@@ -105,6 +105,9 @@ def write(module, example, path: Path) -> None:
     import pnnx
     with tempfile.TemporaryDirectory() as work:
         traced = os.path.join(work, "model.pt")
-        pnnx.export(module, traced, (example,), fp16=False)  # fp32 weights
+        try:
+            pnnx.export(module, traced, (example,), fp16=False)  # fp32 weights
+        except SyntaxError:  # pnnx then imports its Python copy of the model (model_pnnx.py, unused here), which
+            pass             # is invalid for some (RegNet's); the ncnn files are written by then, and checked after
         for name in FOLDER_FILES:
             shutil.copy(os.path.join(work, name), Path(path) / name)

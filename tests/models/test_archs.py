@@ -120,3 +120,5 @@ def test_models_command_says_which_prune_by_channel():
     assert rows["shufflenet_v2_x1_0"]["channel_pruning"] is False
     assert rows["efficientnet_b0"]["channel_pruning"] is True
     assert rows["mobilenet_v3_small"]["classifier"] == "classifier.3"
+    assert rows["mobilenet_v2"]["madry_name"] == "mobilenet" and rows["resnet34"]["madry_name"] is None
+    assert rows["squeezenet1_1"]["classifier"] == "classifier.1"  # a 1x1 conv: its outputs are the classes
