@@ -31,7 +31,8 @@ PathLike = str | Path
 def load(path: PathLike, arch: str | None = None, trust_pickle: bool = False,
          source_kind: str | None = None) -> Ticket:
     """Any checkpoint as a Ticket: an edgeticket file, a torchvision or timm-style state_dict, a MadryLab
-    `robustness` checkpoint or a RobustBench one. Foreign files need `arch` (see `edgeticket models`).
+    `robustness` checkpoint or a RobustBench one. Without `arch`, a foreign file's architecture comes from its
+    MadryLab name (mobilenet_l2_eps3.ckpt) or its parameters' names and shapes; `arch="timm:NAME"` for timm.
     Pickled files are refused unless `trust_pickle=True` (loading them can run code from the file)."""
     from .models.checkpoints import load_checkpoint
     return load_checkpoint(path, arch, trust_pickle, source_kind)

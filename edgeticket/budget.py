@@ -31,7 +31,7 @@ from .models.normalize import Normalized
 from .ticket import Ticket
 from .tickets.allocate import (LatencyBudget, LatencyModel, LayerLatency, channel_groups, layer_channels,
                                check_reachable, layer_groups, prune_groups, smallest_counts)
-from .tickets.channel import check_channel_prunable
+from .tickets.channel import check_budget_prunable, check_channel_prunable
 from .tickets.draw import DrawConfig, draw_ticket
 
 ROUND_TO = 8             # channels a budgeted draw keeps in multiples of, when the profile names no round_to
@@ -211,6 +211,7 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     scaled by the miss, tighter when it measured over, wider when it left more than 1 - SPENT of it unspent."""
     target = config.max_latency_ms
     check_channel_prunable(source.arch)
+    check_budget_prunable(source)
     latency, table = latency_model(source, profile, config.round_to)
     info(f"latency model on {profile.name}: dense {table.dense_ms:.3g} ms; predicted vs measured on "
          f"{len(table.errors)} random configurations: " + ", ".join(

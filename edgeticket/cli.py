@@ -32,7 +32,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
-Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture of a foreign checkpoint (see `edgeticket models`).")]
+Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture of a foreign checkpoint (see `edgeticket "
+                                                            "models`; timm:NAME for timm). Default: from a MadryLab "
+                                                            "file name, else the parameters' names and shapes.")]
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a checkpoint that needs pickle (runs code from the file!).")]
 
 

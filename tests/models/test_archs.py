@@ -80,7 +80,13 @@ def dead_channel_outputs(arch: str, wrong: bool) -> tuple[torch.Tensor, torch.Te
         return before, model(x)
 
 
-@pytest.mark.parametrize("arch", SE_ARCHS + ["mobilenet_v2"])
+# concatenations (densenet, squeezenet), hidden Linear layers (vgg). Not convnext_tiny: its LayerNorm normalizes
+# across channels, so a zeroed channel still changes the others; not the grouped convs of resnext and regnet:
+# the graph cannot remove arbitrary channels from a group (torch-pruning's pruner removes them group-consistently)
+COUPLED = ["mnasnet1_0", "squeezenet1_1", *[pytest.param(a, marks=pytest.mark.slow) for a in ("vgg16_bn", "densenet161")]]
+
+
+@pytest.mark.parametrize("arch", SE_ARCHS + ["mobilenet_v2"] + COUPLED)
 def test_every_group_removes_exactly_its_dead_channels(arch):
     """torch-pruning's coupling is right (SE scale, depthwise, residual and classifier inputs included) exactly when
     removing dead channels keeps the function; removing live ones instead must not, or the check proves nothing."""
@@ -122,3 +128,24 @@ def test_models_command_says_which_prune_by_channel():
     assert rows["mobilenet_v3_small"]["classifier"] == "classifier.3"
     assert rows["mobilenet_v2"]["madry_name"] == "mobilenet" and rows["resnet34"]["madry_name"] is None
     assert rows["squeezenet1_1"]["classifier"] == "classifier.1"  # a 1x1 conv: its outputs are the classes
+
+
+@pytest.mark.parametrize("arch", ["regnet_y_400mf", "resnext50_32x4d"])
+def test_round_to_does_not_leave_grouped_convs_whole(arch):
+    """torch-pruning 1.6 at round_to 8 leaves a grouped conv unpruned (it rounds the per-group count against the
+    layer's): the draw keeps channels unrounded there, so the grouped convs shrink as at round_to 1."""
+    source = random_ticket(arch, 32)
+    rounded, report = draw_ticket(source, DrawConfig("omp", "channel", 0.5, round_to=8))
+    assert report.after.macs < 0.4 * report.before.macs
+    model, dense = rounded.build_model(), source.build_model()
+    grouped = [name for name, m in dense.named_modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels]
+    assert grouped and all(model.get_submodule(name).out_channels < dense.get_submodule(name).out_channels
+                           for name in grouped)
+    assert rounded.provenance.round_to == 1
+
+
+def test_budget_refuses_grouped_convs_before_timing(monkeypatch):
+    monkeypatch.setattr("edgeticket.budget.latency_model", lambda *a: pytest.fail("a table was built"))
+    with pytest.raises(EdgeticketError, match="grouped convs") as error:
+        et.draw(random_ticket("regnet_y_400mf", 32), max_latency_ms=1.0, device="ort-cpu-1t")
+    assert "--sparsity" in error.value.hint
