@@ -1,7 +1,7 @@
 """The zoo at 224x224 on ort-cpu-1t: what a 0.5 channel ticket (`draw --sparsity 0.5 --round-to 8`) buys per
 architecture, in one run.
 
-    python benchmarks/zoo.py                      # every registered ImageNet architecture, about 40 min on 2 cores
+    python benchmarks/zoo.py                      # every registered ImageNet architecture, about 25 min on 2 cores
     python benchmarks/zoo.py --archs resnet18 timm:resnet50 --show --markdown
 
 Per architecture: params, MACs and p50 (the median of 3 interleaved benches) of the dense model and of the ticket, the MAC reduction (dense / ticket)

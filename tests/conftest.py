@@ -1,3 +1,4 @@
+import os
 from contextlib import contextmanager
 
 import pytest
@@ -5,7 +6,11 @@ import torch
 from rich.progress import Progress
 from typer.testing import CliRunner
 
-from edgeticket.models import get_model
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (make test)
+    os.environ.pop("COLUMNS", None)  # workers get COLUMNS=80; output is piped, as without -n (edgeticket prints 200 wide)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+from edgeticket.models import get_model  # noqa: E402 (after COLUMNS: edgeticket's console reads it on import)
 
 
 @pytest.fixture
