@@ -25,9 +25,10 @@ from edgeticket.bench import BenchConfig, bench_onnx
 from edgeticket.console import console
 from edgeticket.export import export_onnx
 from edgeticket.fileio import write_json
-from edgeticket.models import get_arch, list_models
+from edgeticket.models import get_arch, get_model, list_models
 from edgeticket.tables import human_count, rows_table
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
+from edgeticket.tickets.channel import grouped_convs
 from edgeticket.tickets.stats import measure
 
 SIZE = 224
@@ -68,9 +69,10 @@ def show(rows: list[dict], markdown: bool) -> None:
             table.append(cells + ["no channel pruning"] + [""] * 5)
             continue
         ticket, unrounded = row["round_to_8"], row["round_to_1"]
+        rounded = not grouped_convs(get_model(row["arch"]))  # a draw keeps those unrounded (tickets/channel.py)
         table.append(cells + [human_count(ticket["params"]), human_count(ticket["macs"]), f"{ticket['p50_ms']:.1f}",
                               f"{dense['macs'] / ticket['macs']:.2f}x", f"{dense['p50_ms'] / ticket['p50_ms']:.2f}x",
-                              f"{dense['p50_ms'] / unrounded['p50_ms']:.2f}x"])
+                              f"{dense['p50_ms'] / unrounded['p50_ms']:.2f}x" if rounded else "(grouped convs: unrounded)"])
     if markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         print("\n".join("| " + " | ".join(str(c) for c in cells) + " |" for cells in table))

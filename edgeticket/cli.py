@@ -98,7 +98,7 @@ def models(json_output: Json = False, quiet: Quiet = False) -> None:
                                  "channel pruning"],
                [row[:4] + [f"{row[4]}_*_eps*.ckpt" if row[4] else ""] + ["yes" if row[-1] else "no: masks only"]
                 for row in rows])
-    info("and timm:NAME, any timm model (pip install 'edgeticket[timm]'), e.g. --arch timm:inception_v3.tf_adv_in1k")
+    info("and timm:NAME, a timm model (pip install 'edgeticket[timm]'), e.g. --arch timm:inception_v3.tf_adv_in1k")
 
 
 @command("edgeticket inspect runs/t50.ticket")

@@ -114,12 +114,16 @@ def detect_format(obj: object) -> str:
                                "'state_dict'/'model')")
 
 
+# robust-models-transfer's file names: {architecture}_{l2|linf}_eps{epsilon}.ckpt (resnet50_linf_eps4.0.ckpt)
+MADRY_NAME = re.compile(r"(.+?)_(l2|linf)_eps(\d+(?:\.\d+)?)")
+
+
 def source_kind_from_name(name: str) -> tuple[str, str | None]:
     """MadryLab file names carry the threat model: resnet50_l2_eps3.ckpt is robust, *_eps0 is natural."""
-    match = re.search(r"_(l2|linf)_eps([\d.]+?)(?:\.ckpt|\.pt|\.pth|$)", name)
+    match = MADRY_NAME.match(Path(name).name)
     if not match:
         return "unknown", None
-    norm, eps = match.group(1), float(match.group(2))
+    norm, eps = match.group(2), float(match.group(3))
     if eps == 0:
         return "natural", None
     return "robust", f"{norm}:{eps:g}" + ("/255" if norm == "linf" else "")
@@ -128,7 +132,7 @@ def source_kind_from_name(name: str) -> tuple[str, str | None]:
 def arch_from_file_name(name: str) -> str | None:
     """robust-models-transfer's files name their architecture before the threat model (mobilenet_l2_eps3.ckpt is
     a mobilenet_v2); None where the name says nothing."""
-    match = re.match(r"(.+?)_(?:l2|linf)_eps[\d.]", Path(name).name)
+    match = MADRY_NAME.match(Path(name).name)
     released = {spec.madry_name: spec.name for spec in ARCHS.entries() if spec.madry_name}
     return released.get(match.group(1)) if match else None
 
@@ -152,18 +156,21 @@ def guess_archs(state: dict[str, torch.Tensor]) -> list[str]:
     return matches
 
 
-def resolve_arch(file_name: str, state: dict[str, torch.Tensor]) -> str:
-    """The architecture of a file given without --arch: its MadryLab name, else the one that its keys and shapes fit."""
-    named = arch_from_file_name(file_name)
-    if named:
-        return named
-    guesses = guess_archs(state)
+def resolve_arch(file_name: str, state: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """The architecture of a file given without --arch, and what chose it: the registered architectures its keys and
+    shapes fit, the MadryLab name deciding between them (a name the parameters contradict is not believed)."""
+    guesses, named = guess_archs(state), arch_from_file_name(file_name)
+    if named in guesses:
+        return named, "file name"
     if len(guesses) == 1:
-        return guesses[0]
+        return guesses[0], "parameter names and shapes"
     if guesses:
         raise EdgeticketError(f"{file_name} fits several architectures: {', '.join(guesses)}",
                               hint=f"pass --arch {guesses[0]} (or another of them)")
-    raise EdgeticketError(f"{file_name} fits no registered architecture (the architecture is needed)",
+    if named:
+        raise EdgeticketError(f"{file_name} fits no registered architecture (its name says {named})",
+                              hint=f"pass --arch {named} to see which parameters differ")
+    raise EdgeticketError(f"{file_name} fits no registered architecture",
                           hint="pass --arch NAME (see `edgeticket models`), or --arch timm:NAME for a timm model")
 
 
@@ -213,7 +220,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
                                   hint=f"drop --arch or pass --arch {ticket.arch}")
         return ticket
     raw = READERS.get(fmt).read(obj)
-    arch = arch or resolve_arch(path.name, raw.state_dict)
+    arch, chosen_by = (arch, "--arch") if arch else resolve_arch(path.name, raw.state_dict)
     spec = get_arch(arch)
     kwargs = _infer_kwargs(arch, raw.state_dict)
     model = get_model(arch, **kwargs)
@@ -227,5 +234,5 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
                     provenance=Provenance(source_kind=source_kind or kind, threat_model=threat, source_file=path.name,
                                           source_sha256=sha256_file(path), source_format=fmt))
     ticket.check_finite(path.name)
-    ticket.add_stage("import", format=fmt, file=path.name)
+    ticket.add_stage("import", format=fmt, file=path.name, arch_from=chosen_by)
     return ticket

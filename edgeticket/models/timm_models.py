@@ -32,7 +32,15 @@ def timm_arch(name: str) -> ArchSpec:
         close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=5)
         raise EdgeticketError(f"unknown timm model '{model_name}'",
                               hint=f"timm has e.g. {', '.join(close)}" if close else "see timm.list_models()")
-    cfg = timm.get_pretrained_cfg(model_name)
+    try:
+        cfg = timm.get_pretrained_cfg(model_name)
+    except RuntimeError as error:  # a known model with an unknown tag (resnet50.bogus)
+        tags = timm.list_pretrained(model_name.split(".")[0] + ".*")[:5]
+        raise EdgeticketError(f"timm model '{model_name}': {error}", hint=f"timm's tags for it: {', '.join(tags)}") from None
+    if not (isinstance(cfg.first_conv, str) and isinstance(cfg.classifier, str)):
+        raise EdgeticketError(f"timm model '{model_name}' has no single first conv and classifier "
+                              f"(first_conv={cfg.first_conv!r}, classifier={cfg.classifier!r})",
+                              hint="edgeticket prunes models with one stem conv and one classifier head")
 
     def build(num_classes: int, in_channels: int) -> nn.Module:
         return timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_channels)

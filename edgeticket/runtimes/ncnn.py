@@ -108,6 +108,8 @@ def write(module, example, path: Path) -> None:
         try:
             pnnx.export(module, traced, (example,), fp16=False)  # fp32 weights
         except SyntaxError:  # pnnx then imports its Python copy of the model (model_pnnx.py, unused here), which
-            pass             # is invalid for some (RegNet's); the ncnn files are written by then, and checked after
+            # is invalid for some (RegNet's); the ncnn files are written by then, and the parity check follows
+            if not all(os.path.exists(os.path.join(work, name)) for name in FOLDER_FILES):
+                raise
         for name in FOLDER_FILES:
             shutil.copy(os.path.join(work, name), Path(path) / name)

@@ -17,7 +17,7 @@ from ..masks import apply_masks, masked_sparsity, prunable_weights
 from ..registry import Registry
 from ..ticket import Ticket
 from .allocate import LatencyBudget, prune_to_budget
-from .channel import check_channel_prunable, conv_channels, prune_channels, usable_round_to
+from .channel import check_budget_prunable, check_channel_prunable, conv_channels, prune_channels, usable_round_to
 from .patterns import PATTERNS, select_masks
 from .stats import ModelSize, measure
 
@@ -156,7 +156,9 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     if physical:
         check_channel_prunable(source.arch)
     reference = source.build_model()
-    if physical and config.budget is None:
+    if physical and config.budget is not None:
+        check_budget_prunable(source)
+    elif physical:
         config = dataclasses.replace(config, round_to=usable_round_to(reference, config.round_to))
     before = measure(reference, source)
     state = METHODS.get(config.method)(source, config)

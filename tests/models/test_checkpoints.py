@@ -95,6 +95,16 @@ def test_foreign_file_without_arch_is_fitted_by_keys_and_shapes(small_checkpoint
     assert "--arch" in error.value.hint
 
 
+def test_a_name_the_parameters_contradict_is_not_believed(resnet18, tmp_path):
+    torch.save(madry_layout(resnet18.state_dict()), tmp_path / "resnet50_l2_eps3.ckpt")
+    ticket = load_checkpoint(tmp_path / "resnet50_l2_eps3.ckpt")
+    assert ticket.arch == "resnet18" and ticket.provenance.stages[-1].details["arch_from"] == "parameter names and shapes"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "mobilenet_l2_eps3.ckpt")
+    with pytest.raises(EdgeticketError, match="its name says mobilenet_v2") as error:
+        load_checkpoint(tmp_path / "mobilenet_l2_eps3.ckpt")
+    assert "--arch mobilenet_v2" in error.value.hint
+
+
 def test_ambiguous_file_lists_the_candidates(small_checkpoint, monkeypatch):
     from edgeticket.models.archs import ARCHS
     monkeypatch.setitem(ARCHS._entries, "small_resnet_twin", ARCHS.get("small_resnet"))
@@ -173,6 +183,8 @@ def test_every_arch_takes_classes_and_channels(name):
 
 @pytest.mark.parametrize("name, expected", [("resnet50_l2_eps0.ckpt", ("natural", None)),
                                             ("resnet18_linf_eps4.0.ckpt", ("robust", "linf:4/255")),
+                                            ("resnet50_l2_eps3.safetensors", ("robust", "l2:3")),
+                                            ("resnet50_l2_eps0.01 (1).ckpt", ("robust", "l2:0.01")),
                                             ("mine.pt", ("unknown", None))])
 def test_source_kind_from_madry_names(name, expected):
     assert source_kind_from_name(name) == expected

@@ -65,6 +65,11 @@ def test_timm_names_fail_clearly(tmp_path, monkeypatch):
     with pytest.raises(EdgeticketError, match="unknown timm model 'resnet5O'") as error:
         get_arch("timm:resnet5O")
     assert "resnet50" in error.value.hint
+    with pytest.raises(EdgeticketError, match="Invalid pretrained tag") as error:
+        get_arch("timm:resnet50.bogus")
+    assert "resnet50.a1_in1k" in error.value.hint
+    with pytest.raises(EdgeticketError, match="no single first conv and classifier"):
+        get_arch("timm:deit_tiny_distilled_patch16_224")  # two heads: ('head', 'head_dist')
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(EdgeticketError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "bad.safetensors", "timm:resnet50")

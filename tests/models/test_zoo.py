@@ -44,11 +44,14 @@ def channel_ticket():
 
 @pytest.mark.parametrize("arch, same", SAME_GRAPH.items())
 def test_edge_exports_skipped_only_where_the_modules_are_the_same(arch, same):
-    def kinds(name: str) -> set[type]:
+    def kinds(name: str) -> set[tuple]:
+        """Each module's type, and for convs what selects an edge runtime's kernel: kernel, stride, grouping."""
         with torch.device("meta"):
-            return {type(m) for m in get_model(name, num_classes=10).modules()}
+            return {(type(m), getattr(m, "kernel_size", None), getattr(m, "stride", None), getattr(m, "groups", 1) > 1)
+                    for m in get_model(name, num_classes=10).modules()}
     assert kinds(arch) == kinds(same)
     assert kinds(arch) != kinds("resnet50" if same == "resnet18" else "resnet18")  # the check tells blocks apart
+    assert kinds("resnext50_32x4d") != kinds("resnet50")                            # and grouped convs
 
 
 def test_the_zoo_is_the_issue_list():
