@@ -13,6 +13,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (make test)
 from edgeticket.models import get_model  # noqa: E402 (after COLUMNS: edgeticket's console reads it on import)
 
 
+def pytest_collection_modifyitems(items):
+    """Under `--dist loadgroup` a module's tests stay on one worker (its module fixtures are built once), unless
+    they name their own group (tests/models/test_zoo.py: one per architecture)."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

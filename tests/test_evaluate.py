@@ -70,6 +70,8 @@ def test_ood_images_needs_an_ood_set_and_at_least_one_image(tuned, runner):
 
 
 def test_report_joins_eval_and_bench(tuned, runner):
+    for model in ("t.ticket", "t.onnx"):  # its own evals: it must not need another test to have run first
+        evaluate(tuned / model, EvalConfig("digits", ood="gaussian-noise", attack="none"))
     assert runner.invoke(app, ["bench", str(tuned / "t.onnx"), "--runs", "5"]).exit_code == 0
     result = runner.invoke(app, ["report", str(tuned), "--json"])
     assert result.exit_code == 0, result.output
