@@ -211,7 +211,7 @@ def draw_to_budget(source: Ticket, config: DrawConfig, profile: DeviceProfile) -
     scaled by the miss, tighter when it measured over, wider when it left more than 1 - SPENT of it unspent."""
     target = config.max_latency_ms
     check_channel_prunable(source.arch)
-    check_budget_prunable(source)
+    check_budget_prunable(source.arch, source.build_model())
     latency, table = latency_model(source, profile, config.round_to)
     info(f"latency model on {profile.name}: dense {table.dense_ms:.3g} ms; predicted vs measured on "
          f"{len(table.errors)} random configurations: " + ", ".join(

@@ -80,9 +80,9 @@ for _name in ("resnet18", "resnet50", "wide_resnet50_2", "resnext50_32x4d"):
 _torchvision("resnet34", "conv1", "fc")
 
 
-def _wide_resnet50_4(**kwargs) -> nn.Module:
+def _wide_resnet50_4(weights: None, num_classes: int) -> nn.Module:
     """The robustness library's wide_resnet50_4 (torchvision's ResNet, bottlenecks 4x as wide as resnet50's)."""
-    return tvm.ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4, **{k: v for k, v in kwargs.items() if k != "weights"})
+    return tvm.ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, width_per_group=64 * 4)
 
 
 _torchvision("wide_resnet50_4", "conv1", "fc", madry_name="wide_resnet50_4", constructor=_wide_resnet50_4)

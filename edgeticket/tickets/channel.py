@@ -47,12 +47,12 @@ def usable_round_to(model: nn.Module, round_to: int) -> int:
     return round_to
 
 
-def check_budget_prunable(ticket: Ticket) -> None:
+def check_budget_prunable(arch: str, model: nn.Module) -> None:
     """A latency budget removes each channel group's own lowest channels, which a grouped conv cannot take (it needs
     the same channels gone from every group): refuse before any latency table is timed."""
-    grouped = grouped_convs(ticket.build_model())
+    grouped = grouped_convs(model)
     if grouped:
-        raise EdgeticketError(f"{ticket.arch}: a latency budget cannot prune its grouped convs ({grouped[0]}, ...)",
+        raise EdgeticketError(f"{arch}: a latency budget cannot prune its grouped convs ({grouped[0]}, ...)",
                               hint="draw with --sparsity instead (torch-pruning keeps the groups consistent)")
 
 

@@ -157,7 +157,7 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
         check_channel_prunable(source.arch)
     reference = source.build_model()
     if physical and config.budget is not None:
-        check_budget_prunable(source)
+        check_budget_prunable(source.arch, reference)
     elif physical:
         config = dataclasses.replace(config, round_to=usable_round_to(reference, config.round_to))
     before = measure(reference, source)
