@@ -26,6 +26,7 @@ from edgeticket.console import console
 from edgeticket.export import export_onnx
 from edgeticket.fileio import write_json
 from edgeticket.models import get_arch, get_model, list_models
+from edgeticket.report import markdown_table
 from edgeticket.tables import human_count, rows_table
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 from edgeticket.tickets.channel import grouped_convs
@@ -74,8 +75,7 @@ def show(rows: list[dict], markdown: bool) -> None:
                               f"{dense['macs'] / ticket['macs']:.2f}x", f"{dense['p50_ms'] / ticket['p50_ms']:.2f}x",
                               f"{dense['p50_ms'] / unrounded['p50_ms']:.2f}x" if rounded else "(grouped convs: unrounded)"])
     if markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        print("\n".join("| " + " | ".join(str(c) for c in cells) + " |" for cells in table))
+        print(markdown_table(header, table))
         return
     rows_table(f"0.5 channel tickets (round-to 8) at {SIZE}x{SIZE}, onnxruntime CPU, 1 thread, batch 1", header, table)
 
