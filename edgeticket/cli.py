@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .config import FINETUNE, PRETRAIN
-from .console import console, emit_json, info, plain, set_mode
+from .console import console, emit_json, info, set_mode
 from .errors import EdgeticketError
 
 def _flags_take_no_value() -> None:
@@ -69,11 +69,12 @@ def fail(message: str, hint: str | None) -> None:
     from rich.text import Text
 
     from .console import error_console, mode
+    from .text import one_line
     if mode.json:
         emit_json({"error": message, "hint": hint})
     else:
-        error_console.print(Text.assemble(("error: ", "bold red"), plain(message),
-                                          (f" ({plain(hint)})" if hint else "", "dim")))
+        error_console.print(Text.assemble(("error: ", "bold red"), one_line(message),
+                                          (f" ({one_line(hint)})" if hint else "", "dim")))
     raise typer.Exit(1)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -17,13 +16,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-# C0 and C1 control characters but tab and newline: ESC starts every terminal escape (OSC 8 links, clear, title)
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def plain(value: object) -> str:
-    """Any string from a file or an argument, made safe to print: no control characters, so no escape codes."""
-    return CONTROL_CHARACTERS.sub("", str(value))
+from .text import plain
 
 
 class TextConsole(Console):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +28,64 @@ from .errors import EdgeticketError
 from .fileio import read_torch, save_torch
 from .models.archs import get_model, load_weights
 from .models.normalize import Normalized
+from .text import clean
 
 FORMAT = "edgeticket"
 FORMAT_VERSION = 1
+SOURCE_KINDS = ("robust", "natural", "noise", "unknown")  # `report` groups tickets by these
+
+
+def check_source_kind(kind: object) -> str:
+    if kind not in SOURCE_KINDS:
+        raise EdgeticketError(f"source kind '{kind}' is not one of {', '.join(SOURCE_KINDS)}",
+                              hint="report compares robust, natural and noise sources; say which this one is")
+    return kind
+
+
+def tensor_digest(digest, groups: tuple[dict[str, torch.Tensor], ...]) -> None:
+    """Feed names, shapes, dtypes and bytes of every tensor to `digest`."""
+    for group in groups:
+        for name in sorted(group):
+            tensor = group[name].detach().cpu().contiguous()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def checked_class_names(names: object, num_classes: int) -> list[str]:
+    """One name (a string, cleaned) per output of the classifier, or an error."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise EdgeticketError(f"its class names are a {type(names).__name__}, not a list of strings",
+                              hint="the file was not written by edgeticket; draw it again from its checkpoint")
+    if len(names) != num_classes:
+        raise EdgeticketError(f"it names {len(names)} classes for a {num_classes}-class classifier",
+                              hint="the file was not written by edgeticket; draw it again from its checkpoint")
+    return clean(list(names))
+
+
+CHECKSUM_KEYS = ("checksum", "checksum_covers")
+
+
+def payload_checksum(payload: dict) -> str:
+    """sha256 over everything a ticket file holds: its tensors, and the rest (architecture, provenance, class
+    names, pruning history) as canonical JSON. One flipped byte anywhere changes it."""
+    digest = hashlib.sha256()
+    tensor_digest(digest, (payload.get("state_dict") or {}, payload.get("masks") or {}))
+    rest = {k: v for k, v in payload.items() if k not in ("state_dict", "masks", *CHECKSUM_KEYS)}
+    digest.update(json.dumps(rest, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
+
+
+def stored_checksum_matches(payload: dict) -> bool:
+    """Files from before the payload checksum (no `checksum_covers`) covered the tensors only."""
+    if "checksum" not in payload:
+        return True
+    if payload.get("checksum_covers") == "payload":
+        return payload["checksum"] == payload_checksum(payload)
+    if "checksum_covers" in payload:
+        return False
+    digest = hashlib.sha256()
+    tensor_digest(digest, (payload.get("state_dict") or {}, payload.get("masks") or {}))
+    return payload["checksum"] == digest.hexdigest()
 
 
 @dataclass
@@ -84,7 +140,17 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, record: dict | None) -> "Provenance":
-        record = dict(record or {})
+        """From a file or an exported model's metadata: strings cleaned of escape codes and line breaks, and a
+        source kind `report` knows."""
+        if record is not None and not isinstance(record, dict):
+            raise EdgeticketError(f"its provenance is a {type(record).__name__}, not a record",
+                                  hint="the file was not written by edgeticket; draw it again from its checkpoint")
+        record = clean(dict(record or {}))
+        check_source_kind(record.get("source_kind", "unknown"))
+        if not isinstance(record.get("stages", []), list) or not all(isinstance(s, dict) and "stage" in s
+                                                                     for s in record.get("stages", [])):
+            raise EdgeticketError("its provenance stages are not a list of records",
+                                  hint="the file was not written by edgeticket; draw it again from its checkpoint")
         names = {f.name for f in dataclasses.fields(cls)} - {"stages", "extra"}
         return cls(**{k: v for k, v in record.items() if k in names},
                    stages=[Stage.from_dict(s) for s in record.get("stages", [])],
@@ -141,16 +207,6 @@ class Ticket:
         """Append one processing stage (pretrain, draw, finetune ...) to the provenance."""
         self.provenance.stages.append(Stage(stage, details))
 
-    def checksum(self) -> str:
-        """sha256 over the tensors' names, shapes, dtypes and bytes: a flipped byte in the file changes it."""
-        digest = hashlib.sha256()
-        for group in (self.state_dict, self.masks):
-            for name in sorted(group):
-                tensor = group[name].detach().cpu().contiguous()
-                digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
-
     def check_finite(self, origin: str) -> None:
         """Refuse NaN or Inf weights, naming the tensor: training from them only spreads them."""
         for name, tensor in self.state_dict.items():
@@ -160,8 +216,9 @@ class Ticket:
 
     def to_dict(self) -> dict:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "provenance": self.provenance.to_dict(),
-                "checksum": self.checksum()}
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields,
+                   "provenance": self.provenance.to_dict()}
+        return {**payload, "checksum": payload_checksum(payload), "checksum_covers": "payload"}
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Ticket":
@@ -171,16 +228,17 @@ class Ticket:
         if payload.get("format_version", 0) > FORMAT_VERSION:
             raise EdgeticketError(f"ticket format {payload['format_version']} is newer than this edgeticket",
                                   hint="upgrade edgeticket")
+        if not stored_checksum_matches(payload):
+            raise EdgeticketError("its contents do not match the checksum stored with them (the file is corrupt)",
+                                  hint="copy or export the ticket again")
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in payload.items() if k in names}
         fields["input_size"] = tuple(fields["input_size"])
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
         fields["provenance"] = Provenance.from_dict(fields.get("provenance"))
-        ticket = cls(**fields)
-        if "checksum" in payload and payload["checksum"] != ticket.checksum():
-            raise EdgeticketError("its weights do not match the checksum stored with them (the file is corrupt)",
-                                  hint="copy or export the ticket again")
-        return ticket
+        fields["class_names"] = checked_class_names(fields.get("class_names"),
+                                                    int(fields.get("arch_kwargs", {}).get("num_classes", 0)))
+        return cls(**fields)
 
     def save(self, path: str | Path) -> None:
         save_torch(self.to_dict(), path)

@@ -68,7 +68,7 @@ def test_flipped_bytes_in_a_ticket_are_caught_by_its_checksum(ticket_file):
     payload = torch.load(ticket_file, weights_only=True)
     payload["state_dict"]["conv1.weight"][0, 0, 0, 0] += 1000.0  # what 64 flipped bytes did: a weight of 15417
     torch.save(payload, ticket_file)
-    with pytest.raises(EdgeticketError, match="in.ticket: its weights do not match the checksum"):
+    with pytest.raises(EdgeticketError, match="in.ticket: its contents do not match the checksum"):
         Ticket.load(ticket_file)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import EdgeticketError
 from ..fileio import read_torch, sha256_file
 from ..registry import Registry
-from ..ticket import Provenance, Ticket
+from ..ticket import Provenance, Ticket, check_source_kind
 from .archs import ARCHS, get_arch, get_model, load_weights
 
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
@@ -209,6 +209,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust_pickle: boo
                     source_kind: str | None = None) -> Ticket:
     """Any supported checkpoint, as a Ticket (foreign files become dense, unpruned tickets)."""
     path = Path(path)
+    if source_kind is not None:
+        check_source_kind(source_kind)
     obj = read_torch(path, trust_pickle)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()

@@ -1,0 +1,103 @@
+"""What a 325-case hostile-input probe got through (issue 30): each test fails on the code before its fix."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgeticket.errors import EdgeticketError
+from edgeticket.models.checkpoints import load_checkpoint
+from edgeticket.ticket import Ticket
+
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J"
+
+
+def edgeticket(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "edgeticket", *map(str, args)], capture_output=True, text=True,
+                          **kwargs)
+
+
+@pytest.fixture
+def ticket_file(small_checkpoint, tmp_path):
+    ticket = load_checkpoint(small_checkpoint, "small_resnet", source_kind="natural")
+    ticket.save(tmp_path / "in.ticket")
+    return tmp_path / "in.ticket"
+
+
+def rewrite(path, change) -> None:
+    """Edit a ticket file's payload as an attacker would, keeping its checksum valid (recomputed)."""
+    from edgeticket.ticket import payload_checksum
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    payload["checksum"] = payload_checksum(payload)
+    torch.save(payload, path)
+
+
+# 1. escape codes and line breaks from files are removed where they are read
+
+def test_provenance_and_class_names_are_cleaned_when_read(ticket_file):
+    def hostile(payload):
+        payload["provenance"]["threat_model"] = f"l2:3{ESCAPES}\n| forged | row |"
+        payload["provenance"]["source_file"] = f"x{ESCAPES}.pt"
+        payload["provenance"]["stages"][0]["file"] = "a\nb"
+        payload["class_names"][0] = f"zero{ESCAPES}"
+    rewrite(ticket_file, hostile)
+    ticket = Ticket.load(ticket_file)
+    text = repr(ticket.provenance.to_dict()) + repr(ticket.class_names)
+    assert "\x1b" not in text and "\x07" not in text and "\\n" not in text
+    assert ticket.provenance.threat_model == "l2:3]0;PWNED[2J | forged | row |"
+
+
+def test_a_hostile_architecture_name_cannot_forge_a_second_error_line(tmp_path, small_checkpoint):
+    result = edgeticket("draw", small_checkpoint, "--arch", "nope\nexported onnx fp32 -> ok", "-o", tmp_path / "o.ticket")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+
+
+# 3. integrity: the checksum covers the whole ticket
+
+def test_one_flipped_byte_in_the_metadata_is_caught(ticket_file):
+    data = ticket_file.read_bytes()
+    assert data.count(b"natural") == 1
+    ticket_file.write_bytes(data.replace(b"natural", b"naturbl"))
+    with pytest.raises(EdgeticketError, match="in.ticket: its contents do not match the checksum"):
+        Ticket.load(ticket_file)
+
+
+def test_tickets_written_before_the_payload_checksum_still_load(ticket_file):
+    """Older files stored a checksum of their tensors only; they load, and their tensors are still checked."""
+    import hashlib
+
+    from edgeticket.ticket import tensor_digest
+    payload = torch.load(ticket_file, weights_only=True)
+    del payload["checksum_covers"]
+    digest = hashlib.sha256()
+    tensor_digest(digest, (payload["state_dict"], payload["masks"]))
+    payload["checksum"] = digest.hexdigest()
+    torch.save(payload, ticket_file)
+    assert Ticket.load(ticket_file).provenance.source_kind == "natural"
+    payload["state_dict"]["conv1.weight"][0, 0, 0, 0] += 1.0
+    torch.save(payload, ticket_file)
+    with pytest.raises(EdgeticketError, match="do not match the checksum"):
+        Ticket.load(ticket_file)
+
+
+# 4. provenance cannot lie
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["provenance"].update(source_kind="evil"), "source kind 'evil' is not one of"),
+    (lambda p: p["provenance"].update(source_kind=f"robust{ESCAPES}"), "source kind 'robust]0;PWNED\\[2J' is not"),
+    (lambda p: p.update(class_names=5), "class names are a int, not a list"),
+    (lambda p: p.update(class_names=["a", "b"]), "names 2 classes for a 10-class classifier"),
+])
+def test_impossible_provenance_is_refused(ticket_file, change, message):
+    rewrite(ticket_file, change)
+    with pytest.raises(EdgeticketError, match=message):
+        Ticket.load(ticket_file)
+
+
+def test_draw_accepts_only_the_known_source_kinds(small_checkpoint, tmp_path):
+    result = edgeticket("draw", small_checkpoint, "--arch", "small_resnet", "--source-kind", "evil",
+                        "-o", tmp_path / "o.ticket")
+    assert result.returncode == 1 and "source kind 'evil' is not one of" in result.stderr
+    assert not (tmp_path / "o.ticket").exists()
