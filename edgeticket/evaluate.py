@@ -104,6 +104,17 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
                       ticket.provenance.to_dict(), measure(ticket.build_model(), ticket).as_dict())
 
 
+def exported_provenance(path: Path, meta: dict[str, str]) -> dict:
+    """The ticket's provenance that export wrote into the model's metadata, checked and cleaned as a ticket's is."""
+    from .ticket import Provenance
+    try:
+        return Provenance.from_dict(json.loads(meta.get("edgeticket.provenance", "{}"))).to_dict()
+    except (json.JSONDecodeError, EdgeticketError) as error:
+        reason = error.message if isinstance(error, EdgeticketError) else "it is not JSON"
+        raise EdgeticketError(f"{path.name}: the provenance in its metadata is unreadable ({reason})",
+                              hint="export it again from its ticket") from None
+
+
 def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalResult:
     """Clean accuracy, ECE, NLL and OOD ROC-AUC in the runtime the model was exported for, on this machine."""
     from .export import artifact_metadata
@@ -123,7 +134,7 @@ def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalR
     return EvalResult(str(path), runtime.name, splits.name, len(splits.test), config.ood, image_count(ood), "none",
                       table_row(logits, splits.test.labels, None, ood_logits),
                       f"clean metrics only: {runtime.name} has no gradients for the PGD attack",
-                      meta.get("edgeticket.ticket_sha256", ""), json.loads(meta.get("edgeticket.provenance", "{}")),
+                      meta.get("edgeticket.ticket_sha256", ""), exported_provenance(path, meta),
                       {"file_size_bytes": size_on_disk(path)})
 
 

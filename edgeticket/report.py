@@ -14,6 +14,7 @@ from scipy import stats
 from .errors import EdgeticketError
 from .runtimes import reference_runtime
 from .fileio import atomic_path, write_json, write_text
+from .text import clean, one_line
 
 LATENCY_DEVICE = "ort-cpu-1t"  # the accuracy-vs-latency plot's device; the tables show every benched one
 
@@ -24,8 +25,10 @@ def reference() -> dict:
 
 
 def read_json(path: Path) -> dict:
+    """An eval/bench record or a sweep's config, its strings cleaned (`text.clean`): report.md, the plots and the
+    terminal get no escape code or line break from a file."""
     try:
-        return json.loads(path.read_text())
+        return clean(json.loads(path.read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EdgeticketError(f"{path} is not readable JSON ({type(error).__name__})",
                               hint="delete it, or re-run the command that wrote it") from None
@@ -280,7 +283,7 @@ def paper_table(arch: str = "resnet18") -> tuple[list[str], list[list[str]]]:
 def markdown_table(header: list[str], lines: list[list[str]]) -> str:
     """Cells are written whole (a pipe inside one is escaped), never truncated."""
     def cell(text: str) -> str:
-        return str(text).replace("|", "\\|")
+        return one_line(text).replace("|", "\\|")
     return "\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] +
                      ["| " + " | ".join(map(cell, line)) + " |" for line in lines])
 

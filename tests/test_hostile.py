@@ -101,3 +101,24 @@ def test_draw_accepts_only_the_known_source_kinds(small_checkpoint, tmp_path):
                         "-o", tmp_path / "o.ticket")
     assert result.returncode == 1 and "source kind 'evil' is not one of" in result.stderr
     assert not (tmp_path / "o.ticket").exists()
+
+
+def test_report_writes_no_escape_code_or_forged_row_from_an_eval_record(tmp_path, recwarn):
+    import json
+
+    from edgeticket.report import write_report
+    for source, accuracy in (("natural", 90.0), ("robust", 93.0)):
+        record = {"model": f"{source}{ESCAPES}.ticket", "runtime": "torch", "data": f"digits{ESCAPES}",
+                  "test_images": 599, "ood": None, "attack": "none", "note": "", "ticket_sha256": source,
+                  "provenance": {"source_kind": source, "method": "omp\n| forged | row |", "pattern": "channel",
+                                 "sparsity": 0.5, "threat_model": f"l2:3\n{ESCAPES}",
+                                 "stages": [{"stage": "finetune", "seed": 0}]},
+                  "size": {"params": 100, "nonzero_params": 100, "macs": 1000},
+                  "metrics": {"accuracy": accuracy, "ece": 0.05, "nll": 0.2, "adv_accuracy": None,
+                              "ood_roc_auc": None}}
+        (tmp_path / f"{source}.eval.json").write_text(json.dumps(record))
+    report = write_report(tmp_path, paper=False)
+    text = report.markdown.read_text() + report.json.read_text()
+    assert "\x1b" not in text and "\x07" not in text and "PWNED" in text  # the text stays, its escapes go
+    assert not [line for line in text.splitlines() if line.startswith("| forged")]
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]  # matplotlib had printed raw ESC bytes
