@@ -122,3 +122,22 @@ def test_report_writes_no_escape_code_or_forged_row_from_an_eval_record(tmp_path
     assert "\x1b" not in text and "\x07" not in text and "PWNED" in text  # the text stays, its escapes go
     assert not [line for line in text.splitlines() if line.startswith("| forged")]
     assert not [w for w in recwarn if "Glyph" in str(w.message)]  # matplotlib had printed raw ESC bytes
+
+
+def test_flipped_weight_bytes_in_an_onnx_export_are_refused_by_eval_and_bench(ticket_file, runner):
+    import onnx
+
+    from edgeticket.cli import app
+    from edgeticket.export import export
+    path = ticket_file.parent / "t.onnx"
+    export(Ticket.load(ticket_file), path)
+    graph = onnx.load(str(path))
+    largest = max(graph.graph.initializer, key=lambda t: len(t.raw_data))
+    flipped = bytearray(largest.raw_data)
+    for i in range(64):
+        flipped[len(flipped) // 2 + i] ^= 0xFF
+    largest.raw_data = bytes(flipped)
+    onnx.save(graph, str(path))
+    for command in (["eval", path, "--data", "digits", "--attack", "none"], ["bench", path, "--runs", "1"]):
+        result = runner.invoke(app, list(map(str, command)))
+        assert result.exit_code == 1 and "t.onnx: its weights do not match the sha256 recorded" in result.output

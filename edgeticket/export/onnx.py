@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 import torch
 
@@ -19,13 +21,36 @@ from .checks import metadata
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
+WEIGHTS_SHA256 = "edgeticket.weights_sha256"
+
+
+def weights_sha256(graph: onnx.ModelProto) -> str:
+    """sha256 over every initializer and Constant tensor (name, dtype, shape, values), however protobuf stores
+    them (raw_data or typed fields): a flipped weight byte changes it, and the metadata (added after) does not."""
+    digest = hashlib.sha256()
+    tensors = [(t.name, t) for t in graph.graph.initializer]
+    tensors += [(f"{node.name}/{a.name}", a.t) for node in graph.graph.node if node.op_type == "Constant"
+                for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for name, tensor in sorted(tensors, key=lambda pair: pair[0]):
+        values = numpy_helper.to_array(tensor)
+        digest.update(f"{name}:{values.dtype}:{values.shape};".encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The model's edgeticket metadata; its weights are checked against the sha256 recorded at export, when the
+    export recorded one (a corrupt file is refused before anything evaluates or benches it)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends
         raise EdgeticketError(f"{Path(path).name} is not a readable ONNX model ({type(error).__name__})",
                               hint="export it again with `edgeticket export`") from None
-    return {p.key: p.value for p in model.metadata_props}
+    entries = {p.key: p.value for p in model.metadata_props}
+    if WEIGHTS_SHA256 in entries and entries[WEIGHTS_SHA256] != weights_sha256(model):
+        raise EdgeticketError(f"{Path(path).name}: its weights do not match the sha256 recorded at export (the file "
+                              "is corrupt)", hint="copy or export it again")
+    return entries
 
 
 def open_session(path: str | Path, threads: int = 1, provider: str = "cpu") -> ort.InferenceSession:
@@ -52,9 +77,10 @@ def predict_onnx(session: ort.InferenceSession, data: TensorImages, batch_size: 
 
 
 def add_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Replace the model's metadata with `entries` and the sha256 of its weights."""
     graph = onnx.load(str(path))
     del graph.metadata_props[:]
-    for key, value in entries.items():
+    for key, value in {**entries, WEIGHTS_SHA256: weights_sha256(graph)}.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(path))
