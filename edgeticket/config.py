@@ -39,6 +39,9 @@ class AttackConfig:
         eps = _number(value) if value else 0.0
         if not math.isfinite(eps) or eps < 0 or steps < 1:
             raise EdgeticketError(f"bad threat model '{spec}' with {steps} steps", hint="eps >= 0 and steps >= 1")
+        if kind != "none" and eps == 0:  # it would train naturally while provenance says robust or noise
+            raise EdgeticketError(f"'{spec}' has a radius of 0: it is no attack and no noise",
+                                  hint="use none for natural training, or a radius above 0 (l2:1.0, noise:0.25)")
         return cls(kind, eps, steps, step_size)
 
     @property

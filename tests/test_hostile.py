@@ -141,3 +141,13 @@ def test_flipped_weight_bytes_in_an_onnx_export_are_refused_by_eval_and_bench(ti
     for command in (["eval", path, "--data", "digits", "--attack", "none"], ["bench", path, "--runs", "1"]):
         result = runner.invoke(app, list(map(str, command)))
         assert result.exit_code == 1 and "t.onnx: its weights do not match the sha256 recorded" in result.output
+
+
+@pytest.mark.parametrize("adv", ["l2:0", "linf:0/255", "noise:0", "noise:0.0"])
+def test_a_zero_radius_is_refused_rather_than_labelled_robust_or_noise(adv):
+    """noise:0 trained weights identical to the natural model's, labelled noise; l2:0 was labelled robust."""
+    from edgeticket.config import AttackConfig
+    with pytest.raises(EdgeticketError, match="radius of 0"):
+        AttackConfig.parse(adv)
+    result = edgeticket("pretrain", "--adv", adv, "-o", "never.ticket")
+    assert result.returncode == 1 and "radius of 0" in result.stderr
