@@ -15,6 +15,7 @@ pretrained here at 64 px) -> scikit-learn digits at 64 px. Per seed, source and 
 the uniform ticket of equal measured latency (within 5%; both timed in alternation) are finetuned alike, and
 their digits test accuracies are compared, paired by seed, with a 95% Student-t interval.
 
+Accuracies are percentages (cells kept by runs before 2026-11-26 hold fractions: give those a new --out).
 Every finished step is kept under --out (a killed run resumes; a changed option that its file names do not
 carry, such as --source-images, needs a new --out); each part ends by printing its table.
 """
@@ -188,12 +189,12 @@ def print_accuracy(cells: list[dict], markdown: bool = False) -> None:
             if not group:
                 rows.append([kind, fraction, f"0 of {len(timed)}"] + [""] * 7)
                 continue
-            mean, _, low, high = t_interval([100 * (c["budget_acc"] - c["uniform_acc"]) for c in group])
+            mean, _, low, high = t_interval([c["budget_acc"] - c["uniform_acc"] for c in group])
             gap = max(abs(c["budget_p50_ms"] / c["uniform_p50_ms"] - 1) for c in group)
             rows.append([kind, fraction, f"{len(group)} of {len(timed)}", f"{statistics.mean(c['budget_ms'] for c in group):.2f}",
                          f"{gap:.1%}", ", ".join(sorted({str(c["uniform_round_to"]) for c in group})),
-                         f"{100 * statistics.mean(c['budget_acc'] for c in group):.1f}",
-                         f"{100 * statistics.mean(c['uniform_acc'] for c in group):.1f}",
+                         f"{statistics.mean(c['budget_acc'] for c in group):.1f}",
+                         f"{statistics.mean(c['uniform_acc'] for c in group):.1f}",
                          f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]", verdict(len(group), low, high, "budget", "uniform")])
     show("digits accuracy at equal latency: budget ticket vs uniform --sparsity ticket (paired by seed)",
          ["source", "budget", "seeds within 5%", "budget ms", "max latency gap", "uniform round-to", "budget acc %",

@@ -60,11 +60,12 @@ def _train_config(defaults: TrainConfig, mode: str, epochs: int, lr: float, batc
 
 
 def _finish(ticket: Ticket, splits, output: PathLike | None) -> Ticket:
-    """Record the trained ticket's test accuracy in its last stage, and write it when asked."""
+    """Record the trained ticket's test accuracy (a percentage, as eval and bench give it) in its last stage, and
+    write it when asked."""
     from . import train
     from .metrics import accuracy, predict
     ticket.provenance.stages[-1].details.update(
-        test_accuracy=accuracy(predict(ticket.deployable(), splits.test), splits.test.labels),
+        test_accuracy=100 * accuracy(predict(ticket.deployable(), splits.test), splits.test.labels),
         test_images=len(splits.test))
     if output:
         train.save_result(ticket, output)

@@ -318,7 +318,7 @@ def trained_summary(what: str, output: Path, ticket, epochs: list, json_output: 
         return emit_json({"output": str(output), "test_accuracy": stage["test_accuracy"],
                           "epochs": [asdict(e) for e in epochs], "provenance": ticket.provenance.to_dict()})
     console.print(f"{what} -> {output}: {ticket.provenance.target or ticket.provenance.source_data} test accuracy "
-                  f"{stage['test_accuracy']:.2%} on {stage['test_images']} images", markup=False)
+                  f"{stage['test_accuracy']:.2f}% on {stage['test_images']} images", markup=False)
 
 
 @command("edgeticket pretrain --arch small_resnet --data fashion-mnist --adv l2:1.0 -o runs/src-robust.ticket")

@@ -151,3 +151,19 @@ def test_a_zero_radius_is_refused_rather_than_labelled_robust_or_noise(adv):
         AttackConfig.parse(adv)
     result = edgeticket("pretrain", "--adv", adv, "-o", "never.ticket")
     assert result.returncode == 1 and "radius of 0" in result.stderr
+
+
+# 8. the --json contract
+
+def test_finetune_and_eval_give_accuracy_in_the_same_unit(ticket_file, runner):
+    import json
+
+    from edgeticket.cli import app
+    tuned = ticket_file.parent / "tuned.ticket"
+    trained = runner.invoke(app, ["finetune", str(ticket_file), "--data", "digits", "--subset", "100", "--epochs", "1",
+                                  "-o", str(tuned), "--json"])
+    evaluated = runner.invoke(app, ["eval", str(tuned), "--data", "digits", "--attack", "none", "--json"])
+    assert trained.exit_code == 0 and evaluated.exit_code == 0, trained.output + evaluated.output
+    finetune_accuracy = json.loads(trained.stdout)["test_accuracy"]
+    assert finetune_accuracy == pytest.approx(json.loads(evaluated.stdout)["metrics"]["accuracy"], abs=1e-6)
+    assert finetune_accuracy > 1  # a percentage (a fraction was 0.9499 beside eval's 95.83)
