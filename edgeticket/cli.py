@@ -61,7 +61,10 @@ def command(example: str) -> Callable:
 
 
 def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM and SIGINT during a command (edgeticket/signals.py): KeyboardInterrupt, unless an output is being
+    renamed into place (then right after) or the command has returned."""
+    from .signals import handle
+    handle(signum, frame)
 
 
 def fail(message: str, hint: str | None) -> None:
@@ -379,10 +382,12 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
     """The paper's Table I row (Acc, ECE, NLL, Adv-Acc, OOD ROC-AUC) for a ticket or an ONNX model."""
     from .evaluate import EvalConfig, evaluate
     result = evaluate(model, EvalConfig(data, str(data_root) if data_root else None, ood, attack, attack_steps,
-                                        adv_images, ood_images))
+                                        adv_images, ood_images), save=save)
     if json_output:
         return emit_json(result.as_dict())
     from .report import _fmt
+         save: Annotated[bool, typer.Option("--save/--no-save", help="Write MODEL.eval.json for `report` (metrics a "
+                                                                     "run leaves out are kept from the earlier one).")] = True,
     from .tables import rows_table
     m = result.metrics
     rows_table(f"{model.name} on {result.data} ({result.test_images} test images, {result.runtime})",
@@ -392,7 +397,8 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
         console.print(f"warning: accuracy {m.accuracy:.2f}% is no better than guessing: the other metrics describe "
                       "a constant, not a classifier", style="bold yellow", markup=False)
     ood_set = f"{result.ood} ({result.ood_images} images)" if result.ood else "none"
-    console.print(f"{result.note}; OOD: {ood_set}; saved {model}.eval.json", style="dim", markup=False)
+    console.print(f"{result.note}; OOD: {ood_set}" + (f"; saved {model}.eval.json" if save else ""), style="dim",
+                  markup=False)
 
 
 @command("edgeticket gap --source fashion-mnist --target digits --model runs/src-robust.ticket")

@@ -61,6 +61,13 @@ def info(message: str) -> None:
         progress_console.print(message, soft_wrap=True)  # a log line stays one line
 
 
+def warn(message: str) -> None:
+    """Something the user should know although the command goes on: stderr, also under --json (stdout stays one
+    JSON document); silent only under --quiet."""
+    if not mode.quiet:
+        progress_console.print(f"warning: {message}", style="yellow", soft_wrap=True)
+
+
 _active: list[Progress] = []
 
 

@@ -5,7 +5,7 @@ Results also go to a sidecar `<model>.eval.json`, which `edgeticket report` coll
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,8 @@ import torch
 from .attacks import AttackConfig
 from .data import DataConfig, ImageSplits, TensorImages, load_dataset
 from .errors import EdgeticketError
-from .fileio import sha256_file, size_on_disk, write_json
+from .console import warn
+from .fileio import check_output, sha256_file, size_on_disk, write_json
 from .models.checkpoints import load_checkpoint
 from .metrics import TableRow, adversarial_accuracy, map_batches, predict, table_row
 from .runtimes import Runtime, runtime_for_path
@@ -62,6 +63,7 @@ class EvalResult:
     ticket_sha256: str
     provenance: dict
     size: dict
+    kept: list[str] = field(default_factory=list)  # metrics this run did not measure, kept from the earlier record
 
     def as_dict(self) -> dict:
         return {**asdict(self), "metrics": self.metrics.as_dict()}
@@ -69,6 +71,18 @@ class EvalResult:
 
 def load_splits(config: EvalConfig, channels: int, size: int, name: str | None = None) -> ImageSplits:
     return load_dataset(DataConfig(name or config.data, config.data_root, image_size=size, channels=channels))
+
+
+def check_classes(model: str, class_names: list[str], splits: ImageSplits) -> None:
+    """A model evaluated on a dataset with another number of classes scores 0% or crashes: refuse it. The same
+    number under other names is only a warning (a model finetuned on renamed labels)."""
+    if len(class_names) != len(splits.class_names):
+        raise EdgeticketError(f"{model} predicts {len(class_names)} classes but {splits.name} has "
+                              f"{len(splits.class_names)}",
+                              hint="evaluate on the dataset the model was finetuned on (see `edgeticket inspect`)")
+    if list(class_names) != list(splits.class_names) and class_names != [str(i) for i in range(len(class_names))]:
+        warn(f"{model}'s class names ({', '.join(class_names[:3])}, ...) are not {splits.name}'s "
+             f"({', '.join(splits.class_names[:3])}, ...): the labels are compared by index")
 
 
 def load_ood(config: EvalConfig, channels: int, size: int) -> TensorImages | None:
@@ -90,6 +104,7 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     ticket = load_checkpoint(path)
     channels, size = ticket.input_size[0], ticket.input_size[-1]
     splits = load_splits(config, channels, size)
+    check_classes(Path(path).name, ticket.class_names, splits)
     model = ticket.deployable()
     logits = predict(model, splits.test, config.batch_size, f"test {splits.name}")
     attack = config.attack_config()
@@ -128,6 +143,7 @@ def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalR
         raise EdgeticketError(f"cannot evaluate {path.name} here: {reason}", hint="evaluate its .ticket instead")
     model = runtime.open_model(path, runtime.check_provider, 2, meta.get("edgeticket.precision", "fp32"))
     splits = load_splits(config, channels, size)
+    check_classes(path.name, json.loads(meta.get("edgeticket.class_names", "[]")), splits)
     logits = exported_logits(model, splits.test, config.batch_size, f"test {splits.name}")
     ood = load_ood(config, channels, size)
     ood_logits = exported_logits(model, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None
@@ -138,10 +154,37 @@ def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalR
                       {"file_size_bytes": size_on_disk(path)})
 
 
+def keep_earlier(result: EvalResult, sidecar: Path) -> EvalResult:
+    """Metrics this run left out (`--attack none`, no `--ood`) are kept from the earlier record of the same model
+    on the same data, so a quick re-run never erases a measured Adv-Acc; `kept` names them."""
+    try:
+        earlier = json.loads(sidecar.read_text())
+        same = all(earlier[k] == getattr(result, k) for k in ("ticket_sha256", "runtime", "data", "test_images"))
+        metrics = earlier["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return result
+    if not same:
+        return result
+    if result.metrics.adv_accuracy is None and metrics.get("adv_accuracy") is not None:
+        result.metrics.adv_accuracy, result.attack = metrics["adv_accuracy"], earlier.get("attack", "?")
+        result.kept.append(f"Adv-Acc ({result.attack})")
+    if result.metrics.ood_roc_auc is None and metrics.get("ood_roc_auc") is not None:
+        result.metrics.ood_roc_auc, result.ood = metrics["ood_roc_auc"], earlier.get("ood")
+        result.ood_images = earlier.get("ood_images")
+        result.kept.append(f"ROC-AUC ({result.ood})")
+    if result.kept:
+        result.note += f"; kept from the earlier {sidecar.name}: {', '.join(result.kept)}"
+    return result
+
+
 def evaluate(path: str | Path, config: EvalConfig, save: bool = True) -> EvalResult:
+    """The Table I row; with `save`, also MODEL.eval.json for `report` (checked writable before any work)."""
     config.validate()
+    sidecar = Path(f"{path}.eval.json")
+    if save:
+        check_output(sidecar, path)
     runtime = runtime_for_path(path)
     result = evaluate_exported(Path(path), runtime, config) if runtime else evaluate_ticket(path, config)
     if save:
-        write_json(result.as_dict(), f"{path}.eval.json")
+        write_json(keep_earlier(result, sidecar).as_dict(), sidecar)
     return result

@@ -167,3 +167,35 @@ def test_finetune_and_eval_give_accuracy_in_the_same_unit(ticket_file, runner):
     finetune_accuracy = json.loads(trained.stdout)["test_accuracy"]
     assert finetune_accuracy == pytest.approx(json.loads(evaluated.stdout)["metrics"]["accuracy"], abs=1e-6)
     assert finetune_accuracy > 1  # a percentage (a fraction was 0.9499 beside eval's 95.83)
+
+
+def test_a_quick_eval_keeps_the_adversarial_accuracy_an_earlier_one_measured(digits_ticket, tmp_path, runner):
+    import json
+
+    from edgeticket.cli import app
+    path = tmp_path / "t.ticket"
+    digits_ticket.save(path)
+    first = runner.invoke(app, ["eval", str(path), "--data", "digits", "--attack", "linf:2/255", "--attack-steps", "1",
+                                "--adv-images", "20", "--json"])
+    measured = json.loads(first.stdout)["metrics"]["adv_accuracy"]
+    again = runner.invoke(app, ["eval", str(path), "--data", "digits", "--attack", "none"])
+    record = json.loads((tmp_path / "t.ticket.eval.json").read_text())
+    assert first.exit_code == 0 and again.exit_code == 0 and measured is not None
+    assert record["metrics"]["adv_accuracy"] == measured and record["attack"] == "linf:0.00784314"
+    assert record["kept"] == ["Adv-Acc (linf:0.00784314)"] and "kept from the earlier" in again.output
+    other = runner.invoke(app, ["eval", str(path), "--data", "fashion-mnist", "--attack", "none", "--no-save"])
+    assert other.exit_code == 0 and "saved" not in other.output  # evaluated, not saved
+    assert json.loads((tmp_path / "t.ticket.eval.json").read_text()) == record
+
+
+@pytest.mark.parametrize("classes", [3, 12])
+def test_eval_refuses_data_with_another_number_of_classes(ticket_file, classes, monkeypatch):
+    """A 10-class model scored 0% on 3-class data (exit 0), and raised IndexError on 12-class data."""
+    from edgeticket import evaluate as module
+    from edgeticket.data import ImageSplits, TensorImages
+    images = TensorImages(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
+    toy = ImageSplits("toy", images, images, [str(i) for i in range(classes)])
+    monkeypatch.setattr(module, "load_splits", lambda *args, **kwargs: toy)
+    with pytest.raises(EdgeticketError, match=f"in.ticket predicts 10 classes but toy has {classes}"):
+        module.evaluate(ticket_file, module.EvalConfig("toy", attack="none"))
+    assert not (ticket_file.parent / "in.ticket.eval.json").exists()
