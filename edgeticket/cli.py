@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -44,18 +43,26 @@ def command(example: str) -> Callable:
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             set_mode(kwargs.get("json_output", False), kwargs.get("quiet", False))
-            signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C: temp files, bench runner processes
+            from . import signals
+            from .fileio import command_temp
+            signals.install()  # `kill` cleans up like Ctrl-C; an output's rename is never cut short (signals.py)
             try:
-                return func(*args, **kwargs)
+                with command_temp():  # temp files in $TMPDIR/edgeticket-UID/PID, swept after a kill -9
+                    return func(*args, **kwargs)
             except EdgeticketError as error:
-                fail(error.message, error.hint)
+                fail(*(signals.interrupted() if signals.received() else (error.message, error.hint)))
             except KeyboardInterrupt:
-                fail("interrupted", "outputs are written atomically: nothing half-written was left")
+                signals.finish()
+                fail(*signals.interrupted())
             except Exception as error:  # an unexpected failure: still one line unless debugging
+                if signals.received():  # a KeyboardInterrupt in an import or a library became another error
+                    fail(*signals.interrupted())
                 if os.environ.get("EDGETICKET_DEBUG") == "1":
                     raise
                 fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                      "set EDGETICKET_DEBUG=1 for the traceback")
+            finally:
+                signals.finish()  # done: a signal now is absorbed, not a traceback or exit status 143
         return app.command(epilog=f"Example: {example}")(wrapper)
     return decorate
 
@@ -378,6 +385,8 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
          attack_steps: Annotated[int, typer.Option(min=1)] = 20,
          adv_images: Annotated[int, typer.Option(min=1, help="Test images attacked.")] = 1000,
          ood_images: Annotated[Optional[int], typer.Option(min=1, help="Only the first N OOD images (default: all).")] = None,
+         save: Annotated[bool, typer.Option("--save/--no-save", help="Write MODEL.eval.json for `report` (metrics a "
+                                                                     "run leaves out are kept from the earlier one).")] = True,
          json_output: Json = False, quiet: Quiet = False) -> None:
     """The paper's Table I row (Acc, ECE, NLL, Adv-Acc, OOD ROC-AUC) for a ticket or an ONNX model."""
     from .evaluate import EvalConfig, evaluate
@@ -386,8 +395,6 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
     if json_output:
         return emit_json(result.as_dict())
     from .report import _fmt
-         save: Annotated[bool, typer.Option("--save/--no-save", help="Write MODEL.eval.json for `report` (metrics a "
-                                                                     "run leaves out are kept from the earlier one).")] = True,
     from .tables import rows_table
     m = result.metrics
     rows_table(f"{model.name} on {result.data} ({result.test_images} test images, {result.runtime})",

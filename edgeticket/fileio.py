@@ -1,22 +1,27 @@
-"""Atomic writes and hashing: a failed or interrupted command never leaves a half-written file."""
+"""Atomic writes, temp folders and hashing: a failed, interrupted or killed command never leaves a half-written
+file, and what a killed one left is removed by the next."""
 
 from __future__ import annotations
 
-import glob
+import errno
 import hashlib
 import json
 import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-
+from . import signals
 from .errors import EdgeticketError
+
+if TYPE_CHECKING:
+    import torch  # imported where it is used: `edgeticket --help` and the CLI's set-up do not pay for it
 
 
 def cache_dir() -> Path:
@@ -26,7 +31,8 @@ def cache_dir() -> Path:
 
 def check_output(path: str | os.PathLike, *inputs: str | os.PathLike, folder: bool = False) -> Path:
     """Refuse an output that would destroy something: one of the command's inputs, or an existing path that is
-    not a regular file (a folder, for folder outputs): a device node, a socket, a file where a folder goes."""
+    not a regular file (a folder, for folder outputs): a device node, a socket, a file where a folder goes.
+    And one that cannot be written (a read-only or foreign folder), before any work is done."""
     target = Path(path)
     for source in inputs:
         if source is not None and Path(source).exists() and target.exists() and os.path.samefile(source, target):
@@ -37,21 +43,61 @@ def check_output(path: str | os.PathLike, *inputs: str | os.PathLike, folder: bo
             what = "a folder" if target.is_dir() else "a file" if target.is_file() else "not a regular file"
             raise EdgeticketError(f"the output {target} exists and is {what}",
                                   hint=f"name a new path or an existing {'folder' if folder else 'regular file'}")
+    check_writable(target)
     return target
 
 
-STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp)?$")
+def check_writable(target: Path) -> None:
+    """The output's folder (or the nearest one that exists: the rest is created) takes new files. os.access
+    answers for the real user and sees a read-only mount even for root; write time catches what it cannot."""
+    folder = Path(os.path.abspath(target)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgeticketError(f"cannot write {target}: {folder} is not a folder", hint="name another path with -o")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgeticketError(f"cannot write {target}: {folder} {unwritable_reason(folder, errno.EACCES)}",
+                              hint="write to another folder with -o")
+
+
+def unwritable_reason(folder: Path, code: int | None) -> str:
+    try:
+        read_only = code == errno.EROFS or bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = code == errno.EROFS
+    return "is on a read-only file system" if read_only else "is not writable (permission denied)"
+
+
+# --- staging: temp files and folders beside the output, named .NAME.PID.edgeticket-XXXXXXXX[.tmp]
+
+MARK = "edgeticket-"
+STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp)?$")  # any writer's of a given name (older ones too)
+OURS = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)\.{MARK}[A-Za-z0-9_]+(\.tmp)?$")  # edgeticket's, of any name
+
+
+def staging_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}.{MARK}"
 
 
 def remove_stale_staging(target: Path) -> None:
-    """Temp files and folders that killed writers of `target` left behind (their process is gone)."""
-    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        match = STAGING.match(leftover.name)
-        if match and match.group("name") == target.name and not process_alive(int(match.group("pid"))):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+    """Temp files and folders that killed writers left in the output's folder (their process is gone): theirs for
+    any output (edgeticket's marked names), and for `target` also the unmarked names older versions used."""
+    try:
+        entries = [entry for entry in os.scandir(target.parent) if entry.name.startswith(".")]
+    except OSError:
+        return
+    for entry in entries:
+        match = OURS.match(entry.name) or STAGING.match(entry.name)
+        if not match or (match.re is STAGING and match.group("name") != target.name):
+            continue
+        pid = int(match.group("pid"))
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        leftover = Path(entry.path)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def process_alive(pid: int) -> bool:
@@ -61,45 +107,271 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True
+
+
+# --- what goes wrong while writing
+
+FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+TORCH_WRITER = ("PytorchStreamWriter", "inline_container", "unexpected pos", "file write failed")
+LOW_SPACE = 64 << 20  # a failed torch.save with less free than this ran out of space
+
+
+def write_error(error: BaseException, target: Path, staged: Path | None) -> EdgeticketError | None:
+    """The one-line error for a write that failed for want of space or permission (None: another failure).
+    Python says ENOSPC, EROFS or EACCES; torch's zip writer says `[enforce fail at inline_container.cc] unexpected
+    pos` or `file write failed`, so for it a disk that is (nearly) full at that moment says why."""
+    folder = Path(os.path.abspath(target)).parent
+    if isinstance(error, OSError) and error.errno is not None:
+        named = isinstance(error.filename, (str, os.PathLike))
+        where = Path(os.path.abspath(error.filename)).parent if named else None
+        ours = not named or where == folder or (staged is not None and (where == staged or staged in where.parents))
+        if error.errno in FULL:
+            if not named:  # a write(2) says no name: the fuller of the output's folder and the temp folder
+                where = min((folder, temp_root()), key=lambda place: free_bytes(place, default=1 << 62))
+            return no_space(where, target)
+        if error.errno in REFUSED and ((named and ours) or error.errno == errno.EROFS):
+            return EdgeticketError(f"cannot write {target}: {folder} {unwritable_reason(folder, error.errno)}",
+                                   hint="write to another folder with -o")
+        return None
+    if isinstance(error, RuntimeError) and any(text in str(error) for text in TORCH_WRITER):
+        if free_bytes(folder, default=LOW_SPACE) < LOW_SPACE:
+            return no_space(folder, target)
+        first = (str(error).splitlines() or [""])[0][:160]
+        return EdgeticketError(f"cannot write {target}: torch's writer failed ({first})",
+                               hint=f"check the disk of {folder} (df -h, dmesg), or write elsewhere with -o")
+    return None
+
+
+def free_bytes(folder: Path, default: int) -> int:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return default
+
+
+def no_space(folder: Path, target: Path) -> EdgeticketError:
+    return EdgeticketError(f"no space left on {device_of(folder)} ({folder}) writing {target}",
+                           hint=f"free space there (df -h {folder}), or write elsewhere with -o; nothing was "
+                                "half-written")
+
+
+def device_of(folder: Path) -> str:
+    """What holds `folder`: the device (or file system) /proc/mounts names for its mount point, else the mount point."""
+    mount = Path(os.path.abspath(folder))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        devices = [line.split()[0] for line in Path("/proc/mounts").read_text().splitlines()
+                   if len(line.split()) > 1 and line.split()[1] == str(mount)]
+    except OSError:
+        devices = []
+    return devices[-1] if devices else str(mount)  # the last mount of a point is the one in effect
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _commit_error(error: BaseException, target: Path, staged: Path | None) -> None:
+    converted = write_error(error, target, staged)
+    if converted is not None:
+        raise converted from None
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it over `path` only if the block succeeds. The temp name carries
-    this process's id, so the next write of `path` removes what a killed writer left, and no other's."""
+    this process's id, so the next write into that folder removes what a killed writer left, and no other's.
+    The rename is a critical section for SIGINT/SIGTERM (signals.py); a full disk or a read-only folder is one
+    line naming the output, and the temp file is removed."""
     target = check_output(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any other written file
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(target)
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target), suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other written file
         yield tmp_path
-        os.replace(tmp_path, target)
+        with signals.critical():
+            os.replace(tmp_path, target)
+            signals.committed(target)
+    except (OSError, RuntimeError) as error:
+        _commit_error(error, target, tmp_path)
+        raise
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; swap it in for `path` only if the block succeeds."""
+    """Yield a temp folder beside `path`; swap it in for `path` only if the block succeeds (both renames in one
+    critical section: a signal never leaves the output missing)."""
     target = check_output(path, folder=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(target)
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         yield staging
-        retired = target.with_name(f".{target.name}.{os.getpid()}.old")
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
+        retired = target.with_name(f"{staging_prefix(target)}old")
+        with signals.critical():
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staging, target)
+            signals.committed(target)
         shutil.rmtree(retired, ignore_errors=True)
+    except (OSError, RuntimeError) as error:
+        _commit_error(error, target, staging)
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- work folders: $TMPDIR/edgeticket-UID/PID/, one per process, swept when that process is gone
+
+_process = threading.Lock()
+_folder: Path | None = None
+_lock_fd: int | None = None
+_registered: list[bool] = []
+_system_tmp: str | None = None  # $TMPDIR as it was before a command pointed it at its own folder
+
+
+def temp_root() -> Path:
+    """$TMPDIR/edgeticket-UID: every edgeticket process's work folder is in it, named by its process id."""
+    return Path(_system_tmp or tempfile.gettempdir()) / f"edgeticket-{os.getuid()}"
+
+
+def _own_folder(path: Path) -> None:
+    """Make `path` (0700), or accept it only if it is this user's folder and no one else's to write in."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise EdgeticketError(f"{path} is not a private folder of this user (edgeticket's temp folders go there)",
+                              hint="remove it, or set TMPDIR to another folder")
+
+
+def sweep_temp(root: Path | None = None) -> None:
+    """Remove the work folders of edgeticket processes that are gone (killed, even by kill -9): each folder is
+    named by its process id, and holds a lock file its process keeps locked, so a live process's folder is never
+    removed (not even one whose process id this process cannot see)."""
+    import fcntl
+    root = root or temp_root()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or process_alive(int(entry.name)):
+            continue
+        lock = os.path.join(entry.path, ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = None
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:  # locked: its process lives (in another pid namespace)
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def process_temp() -> Path:
+    """This process's work folder, $TMPDIR/edgeticket-UID/PID (made on first use, after sweeping the folders of
+    processes that are gone; removed when the command ends, or at exit)."""
+    global _folder, _lock_fd
+    import atexit
+    import fcntl
+    with _process:
+        if _folder is not None and _folder.is_dir():
+            return _folder
+        if _lock_fd is not None:  # its folder was removed under it
+            os.close(_lock_fd)
+        root = temp_root()
+        _own_folder(root)
+        sweep_temp(root)
+        folder = root / str(os.getpid())
+        if folder.exists():  # a dead process's that had this process id
+            shutil.rmtree(folder, ignore_errors=True)
+        _own_folder(folder)
+        _lock_fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(_lock_fd, fcntl.LOCK_EX)
+        if not _registered:
+            atexit.register(release_process_temp)
+            _registered.append(True)
+        _folder = folder
+        return folder
+
+
+def release_process_temp() -> None:
+    """Remove this process's work folder (the next use makes a new one)."""
+    global _folder, _lock_fd
+    with _process:
+        if _folder is not None:
+            shutil.rmtree(_folder, ignore_errors=True)
+        if _lock_fd is not None:
+            os.close(_lock_fd)
+        _folder, _lock_fd = None, None
+
+
+@contextmanager
+def redirected_tempdir() -> Iterator[Path]:
+    """Point `tempfile` (and $TMPDIR, for child processes) at this process's work folder for the block, so what
+    libraries put in temp files (ExecuTorch's serializer, pnnx's intermediates) is swept if the process is killed."""
+    global _system_tmp
+    saved_tempdir, saved_env, saved_system = tempfile.tempdir, os.environ.get("TMPDIR"), _system_tmp
+    try:
+        _system_tmp = _system_tmp or tempfile.gettempdir()
+        folder = process_temp()
+        tempfile.tempdir, os.environ["TMPDIR"] = str(folder), str(folder)
+        yield folder
+    finally:
+        tempfile.tempdir, _system_tmp = saved_tempdir, saved_system
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+
+
+@contextmanager
+def command_temp() -> Iterator[Path]:
+    """A command's temp files all in its work folder, removed when it ends (swept after a kill -9)."""
+    try:
+        with redirected_tempdir() as folder:
+            yield folder
+    finally:
+        release_process_temp()
+
+
+@contextmanager
+def work_dir() -> Iterator[Path]:
+    """A fresh folder in this process's work folder, removed after the block."""
+    folder = Path(tempfile.mkdtemp(dir=process_temp()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def size_on_disk(path: str | os.PathLike) -> int:
@@ -109,6 +381,7 @@ def size_on_disk(path: str | os.PathLike) -> int:
 
 
 def save_torch(obj: object, path: str | os.PathLike) -> None:
+    import torch
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -130,7 +403,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> "dict[str, torch.Tensor]":
     """A .safetensors file (timm's and Hugging Face's format): tensors only, no code by design."""
     try:
         from safetensors import SafetensorError
@@ -152,6 +425,7 @@ def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
         raise EdgeticketError(f"no such file: {path}", hint="check the path")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
+    import torch
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:

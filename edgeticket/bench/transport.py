@@ -7,12 +7,12 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgeticketError
+from ..fileio import work_dir
 from ..runtimes import get_runtime
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -74,8 +74,7 @@ def die_with_parent() -> None:
 
 def run_local(job: dict, inputs: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict[str, np.ndarray]]:
     """Run runner.py on `job` (its model a local path) in an isolated interpreter; (its JSON, the logits)."""
-    with tempfile.TemporaryDirectory() as work:
-        folder = Path(work)
+    with work_dir() as folder:  # in $TMPDIR/edgeticket-UID/PID: swept by the next command if this one is killed
         job_file = write_job(folder, job, str(Path(job["model"]).resolve()),
                              {name: path.name for name, path in save_inputs(folder, inputs).items()},
                              str(runtime_file(job)))

@@ -4,11 +4,13 @@ add edgeticket's metadata, and leave no file if the check fails."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..console import native_output_captured
 from ..errors import EdgeticketError
 from ..fileio import atomic_dir, atomic_path, size_on_disk, write_json
+from ..signals import critical
 from ..runtimes import Runtime, list_runtimes, runtime_for_format, runtime_for_path, runtime_for_suffix
 from .checks import ExportCheckFailed, ExportReport, check_fp32, metadata  # noqa: F401
 from .onnx import read_metadata  # noqa: F401
@@ -59,8 +61,10 @@ def export(ticket, path: str | Path, fmt: str = "onnx", int8: bool = False, tick
 
 def export_checked(runtime: Runtime, ticket, path: Path, ticket_sha256: str | None) -> ExportReport:
     """The runtime writes the ticket, then runs it on seeded images against torch; metadata goes in (or beside)
-    only after the check passes, and the file or folder appears only then."""
-    with (atomic_dir if runtime.folder else atomic_path)(path) as staged:
+    only after the check passes, and the file or folder appears only then: a file and the JSON beside it are
+    renamed into place together (one critical section for SIGINT/SIGTERM, edgeticket/signals.py)."""
+    with ExitStack() as outputs:
+        staged = outputs.enter_context((atomic_dir if runtime.folder else atomic_path)(path))
         with native_output_captured():  # converters (pnnx, ExecuTorch) print to the file descriptors
             runtime.write(ticket.deployable(), ticket.example_input(), staged)
         with native_output_captured():
@@ -70,9 +74,13 @@ def export_checked(runtime: Runtime, ticket, path: Path, ticket_sha256: str | No
         entries = metadata(ticket, ticket_sha256)
         if runtime.embeds_metadata:
             runtime.embed_metadata(staged, entries)
+        elif runtime.folder:
+            write_json(entries, sidecar(staged))
         else:
-            write_json(entries, sidecar(staged if runtime.folder else path))
+            outputs.enter_context(atomic_path(sidecar(path))).write_text(json.dumps(entries, indent=2, default=str) + "\n")
         size = size_on_disk(staged)
+        with critical():  # the renames: the JSON, then the artifact, as one
+            outputs.close()
     return ExportReport(str(path), runtime.format, "fp32", size, f"max |{runtime.name} - torch|", diff, limit)
 
 

@@ -47,9 +47,14 @@ def unavailable_reason(provider: str) -> str | None:
 
 
 def write(module, example, path: Path) -> None:
+    """ExecuTorch's serializer works in temp folders (flatc's input and output): they go to this process's work
+    folder ($TMPDIR/edgeticket-UID/PID), which the next command sweeps if this one is killed."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    program = to_edge_transform_and_lower(torch.export.export(module, (example,)),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
-    Path(path).write_bytes(program.buffer)
+
+    from edgeticket.fileio import redirected_tempdir
+    with redirected_tempdir():
+        program = to_edge_transform_and_lower(torch.export.export(module, (example,)),
+                                              partitioner=[XnnpackPartitioner()]).to_executorch()
+        Path(path).write_bytes(program.buffer)

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +101,12 @@ def timing_note(profile, cpu) -> str | None:
 
 
 def write(module, example, path: Path) -> None:
+    """pnnx writes its intermediates (model.pt, model.pnnx.onnx, ...: a few MB) beside the traced file: in this
+    process's work folder ($TMPDIR/edgeticket-UID/PID), which the next command sweeps if this one is killed."""
     import pnnx
-    with tempfile.TemporaryDirectory() as work:
+
+    from edgeticket.fileio import work_dir
+    with work_dir() as work:
         traced = os.path.join(work, "model.pt")
         try:
             pnnx.export(module, traced, (example,), fp16=False)  # fp32 weights

@@ -1,0 +1,307 @@
+"""Faults around writing: killed commands (their temp folders are swept), signals (an output is replaced whole or
+not at all, and the command says which), read-only folders and full disks (one line naming the output)."""
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeticket import fileio, signals
+from edgeticket.fileio import atomic_path, command_temp, sweep_temp, temp_root, write_text
+from edgeticket.models.checkpoints import load_checkpoint
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def edgeticket(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "edgeticket", *map(str, args)], capture_output=True, text=True,
+                          env=env, **kwargs)
+
+
+@pytest.fixture
+def ticket_file(small_checkpoint, tmp_path):
+    load_checkpoint(small_checkpoint, "small_resnet").save(tmp_path / "in.ticket")
+    return tmp_path / "in.ticket"
+
+
+@pytest.fixture
+def own_tmp(tmp_path, monkeypatch):
+    """tempfile's folder (so $TMPDIR/edgeticket-UID) inside tmp_path."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def handlers():
+    """Put SIGINT/SIGTERM back as they were after a test that installs edgeticket's handler."""
+    saved = {signum: signal.getsignal(signum) for signum in signals.SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    signals._state.installed = signals._state.finished = False
+    signals._state.received, signals._state.committed = None, []
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Everything under `folder` but edgeticket's (empty) temp root."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if not (p.is_dir() and p.name.startswith("edgeticket-") and not any(p.iterdir())))
+
+
+# --- temp folders: one root, a folder per process, swept when the process is gone
+
+def test_dead_processes_work_folders_are_swept_and_live_ones_kept(own_tmp):
+    root = temp_root()
+    assert root == own_tmp / f"edgeticket-{os.getuid()}"
+    root.mkdir(mode=0o700)
+    dead = root / str(dead_pid())  # what pnnx left when its export was killed
+    dead.mkdir()
+    (dead / "tmpabc").mkdir()
+    (dead / "tmpabc" / "model.pt").write_bytes(b"x" * 1000)
+    live_process = subprocess.Popen(["sleep", "30"])
+    try:
+        live = root / str(live_process.pid)
+        live.mkdir()
+        (live / "model.pnnx.onnx").write_bytes(b"y")
+        elsewhere = root / str(dead_pid())  # a live process in another pid namespace: its lock is held
+        elsewhere.mkdir()
+        lock = os.open(elsewhere / ".lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with command_temp() as mine:
+                assert mine == root / str(os.getpid()) and tempfile.gettempdir() == str(mine)
+                assert os.environ["TMPDIR"] == str(mine)
+                with tempfile.TemporaryDirectory() as work:  # any library's temp files land in it
+                    assert Path(work).parent == mine
+                assert not dead.exists() and (live / "model.pnnx.onnx").exists() and elsewhere.exists()
+            assert not mine.exists() and tempfile.gettempdir() == str(own_tmp)
+        finally:
+            os.close(lock)
+        sweep_temp()  # its lock released: that process is gone
+        assert not elsewhere.exists() and live.exists()
+    finally:
+        live_process.kill()
+        live_process.wait()
+
+
+def test_a_foreign_temp_root_is_refused(own_tmp):
+    root = temp_root()
+    root.mkdir(mode=0o777)
+    os.chmod(root, 0o777)  # anyone could plant files or links in it
+    from edgeticket.errors import EdgeticketError
+    with pytest.raises(EdgeticketError, match="not a private folder"):
+        with command_temp():
+            pass
+
+
+def test_the_bench_runner_works_in_the_process_folder(own_tmp, monkeypatch):
+    """The runner's job folder was /tmp/tmpXXXXXXXX, left behind by kill -9 (pnnx's too: the ncnn test below)."""
+    import numpy as np
+
+    from edgeticket.bench import transport
+    seen = {}
+
+    def runner(command, **kwargs):
+        seen["job"] = Path(command[-1])
+        return subprocess.CompletedProcess(command, 0, '{"logits": {}}', "")
+    monkeypatch.setattr(transport.subprocess, "run", runner)
+    monkeypatch.setattr(transport, "runtime_file", lambda job: Path("ort.py"))
+    transport.run_local({"model": "m.onnx", "runtime": "onnxruntime"}, {"test": np.zeros((1, 1, 2, 2), np.uint8)}, 5)
+    assert seen["job"].parent.parent == temp_root() / str(os.getpid()) and not seen["job"].exists()
+    fileio.release_process_temp()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output", ["x.ncnn", "x.onnx"])
+def test_kill_9_of_an_export_leaves_nothing_after_the_next_command(ticket_file, tmp_path, output):
+    pytest.importorskip("pnnx") if output.endswith(".ncnn") else None
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    target = tmp_path / output
+    process = subprocess.Popen([sys.executable, "-m", "edgeticket", "export", str(ticket_file), "-o", str(target)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(f".{output}.")]
+    work = lambda: [p for p in tmp.rglob("*") if p.is_file() and p.name != ".lock"]
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not (staged() and work()):
+        time.sleep(0.01)
+    assert process.poll() is None, "the export ended before it was killed"
+    if output.endswith(".ncnn"):  # pnnx's intermediates (model.pt, model.pnnx.onnx) are the ones that were left
+        while time.time() < deadline and not any(p.name.startswith("model") for p in work()):
+            time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert staged() and work(), "kill -9 came after the export had cleaned up"
+    assert edgeticket("models", env=env).returncode == 0  # the next command sweeps the temp root
+    assert leftovers(tmp) == []
+    write_text("x", tmp_path / "next.txt")  # the next write into the folder sweeps its staging
+    assert not staged() and not target.exists()
+
+
+# --- signals: an output is replaced whole or not at all, and the command says which
+
+def test_a_signal_during_the_rename_waits_for_it_and_is_reported_after(tmp_path, monkeypatch, handlers):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    signals.install()
+    real = signals.committed
+
+    def arrives_in_the_rename(path):  # SIGTERM lands between os.replace and the end of the critical section
+        real(path)
+        signals.handle(signal.SIGTERM, None)
+    monkeypatch.setattr(signals, "committed", arrives_in_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_text("new", target)
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    message, hint = signals.interrupted()
+    assert message == f"interrupted after {target} was written" and "in place" in hint
+
+
+def test_a_signal_a_library_swallowed_still_stops_the_rename(tmp_path, handlers):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    signals.install()
+    try:  # a KeyboardInterrupt raised in a __del__ or a C callback is printed and dropped
+        signals.handle(signal.SIGTERM, None)
+    except KeyboardInterrupt:
+        pass
+    with pytest.raises(KeyboardInterrupt):
+        write_text("new", target)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    assert signals.interrupted()[0] == "interrupted"
+
+
+def test_a_signal_after_the_command_returned_is_absorbed_once(handlers):
+    signals.install()
+    signals.finish()
+    signals.handle(signal.SIGTERM, None)  # no KeyboardInterrupt: the work is done, the process is exiting
+    assert signal.getsignal(signal.SIGTERM) is not signals.handle  # the next one acts as before
+
+
+def test_a_pte_and_its_json_are_committed_together(tmp_path, monkeypatch):
+    """A .pte's metadata goes beside it: a signal between the two renames must not pair a new JSON with the old
+    model, so both are in one critical section."""
+    from edgeticket.export import export_checked
+    from edgeticket.runtimes import get_runtime
+    order = []
+    monkeypatch.setattr(signals, "committed", lambda path: order.append((Path(path).name, signals._state.depth)))
+    executorch = get_runtime("executorch")
+    monkeypatch.setattr(executorch.plugin, "write", lambda module, example, path: Path(path).write_bytes(b"pte"))
+    monkeypatch.setattr(executorch.plugin, "open_model", lambda *args: None)
+    import edgeticket.export as export
+    monkeypatch.setattr(export, "check_fp32", lambda fmt, predict, ticket: (0.0, 1.0))
+    monkeypatch.setattr(export, "metadata", lambda ticket, sha: {"k": "v"})
+
+    class Ticket:
+        deployable = example_input = staticmethod(lambda: None)
+    export_checked(executorch, Ticket(), tmp_path / "m.pte", None)
+    assert order == [("m.pte.json", 2), ("m.pte", 2)]  # both inside the outer critical section
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pte", "m.pte.json"]
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_moment_of_an_export_replaces_the_output_whole_or_not_at_all(ticket_file, tmp_path):
+    """For each moment: (exit != 0, 'interrupted', the old file untouched), or (exit 0, the new checked file), or
+    (exit 1, 'interrupted after ... was written', the new checked file). Never exit 143 after the rename, and
+    never success printed for a signal that came before it."""
+    from edgeticket.export import artifact_metadata
+    target = tmp_path / "x.onnx"
+    old = b"old onnx"
+    staged = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".x.onnx.")]
+    # (what to wait for, then how long): the imports (before the handler), the export under way, the rename
+    moments = [("start", 1.0), ("staged", 0.0), ("staged", 0.3), ("renamed", 0.0), ("renamed", 0.002),
+               ("renamed", 0.01), ("renamed", 0.05)]
+    outcomes = []
+    for event, delay in moments:
+        target.write_bytes(old)
+        inode = target.stat().st_ino
+        process = subprocess.Popen([sys.executable, "-m", "edgeticket", "export", str(ticket_file), "-o", str(target)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        happened = {"start": lambda: True, "staged": lambda: bool(staged()),
+                    "renamed": lambda: target.stat().st_ino != inode}[event]
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None and not happened():
+            time.sleep(0.0005)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+        new = target.read_bytes() != old
+        outcomes.append((event, delay, process.returncode, new))
+        if new:
+            assert artifact_metadata(target)["edgeticket.ticket_sha256"], "the new file is edgeticket's checked one"
+        if process.returncode == 0:
+            assert new and "exported onnx" in stdout and not stderr
+        elif new:
+            assert process.returncode == 1 and f"interrupted after {target} was written" in stderr, (event, stderr)
+        else:
+            # killed before the handler was installed (-15), or interrupted; an interrupt inside torch's import can
+            # also end as Python's own KeyboardInterrupt exit (-2) after the error line
+            assert process.returncode == -signal.SIGTERM or (process.returncode in (1, -signal.SIGINT)
+                                                             and "error: interrupted (" in stderr), (event, stderr)
+            assert "exported" not in stdout
+        assert not staged(), f"temp files left at {event} + {delay}"
+    by_moment = {(event, delay): (code, new) for event, delay, code, new in outcomes}
+    assert by_moment[("staged", 0.0)] == (1, False), outcomes  # the export was under way: stopped, old file kept
+
+
+# --- read-only folders and full disks, for real: a private mount namespace (root, or unprivileged user namespaces)
+
+def in_private_mount(script: str, folder: Path, mount: str) -> subprocess.CompletedProcess:
+    """`script` (sh) run with `folder` mounted as `mount` ('tmpfs:SIZE' or 'ro') in a mount namespace of its own."""
+    setup = (f"mount -t tmpfs -o size={mount.split(':')[1]} tmpfs {folder}" if mount.startswith("tmpfs")
+             else f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}")
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"{setup} || exit 99; {script}"], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def mountable(tmp_path):
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if in_private_mount("true", probe, "tmpfs:64k").returncode != 0:
+        pytest.skip("cannot mount in a private mount namespace here (needs root or user namespaces)")
+
+
+@pytest.mark.slow
+def test_a_read_only_output_folder_is_refused_before_the_work(ticket_file, tmp_path, mountable):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    cli = f"{sys.executable} -m edgeticket"
+    result = in_private_mount(f"{cli} export {ticket_file} -o {folder}/x.onnx; echo rc=$?; "
+                              f"{cli} pretrain --arch small_resnet --data digits --epochs 1 -o {folder}/sub/p.ticket; "
+                              f"echo rc=$?", folder, "ro")
+    lines = result.stderr.strip().splitlines()
+    assert result.stdout.split() == ["rc=1", "rc=1"], result.stderr
+    assert lines[0].startswith(f"error: cannot write {folder}/x.onnx: {folder} is on a read-only file system")
+    assert lines[1].startswith(f"error: cannot write {folder}/sub/p.ticket: {folder} is on a read-only file system")
+    assert "Errno" not in result.stderr and ".tmp" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_and_leaves_nothing(ticket_file, tmp_path, mountable):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    cli = f"{sys.executable} -m edgeticket"
+    result = in_private_mount(f"{cli} draw {ticket_file} --sparsity 0.5 -o {folder}/t.ticket; echo rc=$?; "
+                              f"{cli} export {ticket_file} -o {folder}/x.onnx; echo rc=$?; ls -A {folder}",
+                              folder, "tmpfs:256k")
+    lines = result.stderr.strip().splitlines()
+    assert result.stdout.split() == ["rc=1", "rc=1"], result.stderr  # and `ls -A` found nothing
+    for line, name in zip(lines, ["t.ticket", "x.onnx"]):
+        assert line.startswith(f"error: no space left on tmpfs ({folder}) writing {folder}/{name}"), line
