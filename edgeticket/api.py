@@ -59,6 +59,16 @@ def _train_config(defaults: TrainConfig, mode: str, epochs: int, lr: float, batc
     return config
 
 
+def _state_file(output: PathLike | None, restart: bool) -> Path | None:
+    """Where a run writing `output` resumes from; `restart` deletes what a killed run left there."""
+    from .train import state_file
+    if not output:
+        return None
+    if restart:
+        state_file(output).unlink(missing_ok=True)
+    return state_file(output)
+
+
 def _finish(ticket: Ticket, splits, output: PathLike | None) -> Ticket:
     """Record the trained ticket's test accuracy (a percentage, as eval and bench give it) in its last stage, and
     write it when asked."""
@@ -76,10 +86,11 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
              epochs: int = PRETRAIN.epochs, lr: float = PRETRAIN.lr, batch_size: int = PRETRAIN.batch_size,
              subset: int | None = None, image_size: int | None = None, start: Ticket | PathLike | None = None,
              data_root: PathLike | None = None, seed: int = 0, device: str = "auto",
-             output: PathLike | None = None, on_epoch: Callable | None = None) -> Ticket:
+             output: PathLike | None = None, on_epoch: Callable | None = None, restart: bool = False) -> Ticket:
     """Train a source model: natural (`adv="none"`), adversarial (`"l2:1.0"`, `"linf:8/255"`, PGD with `steps`)
     or Gaussian-noise (`"noise:0.25"`, random smoothing). `start` continues from a checkpoint instead of
-    random weights. With `output`, the file is written and a killed run resumes from `output.resume`.
+    random weights. With `output`, the file is written and a killed run resumes from `output.resume` (unless
+    `restart`).
     The test accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
     from .fileio import check_output
@@ -89,7 +100,7 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     config = _train_config(PRETRAIN, "whole", epochs, lr, batch_size, adv, steps, seed, device)
     begin = start if isinstance(start, Ticket) or start is None else load(start, arch)
     splits = _splits(data, begin, data_root, subset, seed, image_size or get_arch(arch).input_size)
-    ticket, _ = train.pretrain(arch, splits, config, begin, train.state_file(output) if output else None, on_epoch)
+    ticket, _ = train.pretrain(arch, splits, config, begin, _state_file(output, restart), on_epoch)
     return _finish(ticket, splits, output)
 
 
@@ -161,9 +172,10 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
              steps: int = 3, epochs: int = FINETUNE.epochs, lr: float = FINETUNE.lr,
              batch_size: int = FINETUNE.batch_size, subset: int | None = None, data_root: PathLike | None = None,
              seed: int = 0, device: str = "auto", output: PathLike | None = None,
-             on_epoch: Callable | None = None) -> Ticket:
+             on_epoch: Callable | None = None, restart: bool = False) -> Ticket:
     """Transfer a ticket to `data` with a new head: `mode` whole | linear | last-k:K. Removed channels stay
-    removed and masked weights stay zero. The data follows the ticket's input size and channels. The test
+    removed and masked weights stay zero. The data follows the ticket's input size and channels. With `output`,
+    a killed run resumes from `output.resume` (unless `restart`). The test
     accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
     from .fileio import check_output
@@ -172,7 +184,7 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
     start = _ticket(ticket)
     config = _train_config(FINETUNE, mode, epochs, lr, batch_size, adv, steps, seed, device)
     splits = _splits(data, start, data_root, subset, seed)
-    trained, _ = train.finetune(start, splits, config, train.state_file(output) if output else None, on_epoch)
+    trained, _ = train.finetune(start, splits, config, _state_file(output, restart), on_epoch)
     return _finish(trained, splits, output)
 
 

@@ -319,6 +319,8 @@ Batch = Annotated[int, typer.Option(min=1, help="Global batch size.")]
 Seed = Annotated[int, typer.Option(help="Seed for data order, subset and head.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")]
+Restart = Annotated[bool, typer.Option("--restart", help="Start over instead of resuming from OUTPUT.resume (what a "
+                                                         "killed run left).")]
 
 
 def trained_summary(what: str, output: Path, ticket, epochs: list, json_output: bool) -> None:
@@ -338,13 +340,14 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
              batch_size: Batch = PRETRAIN.batch_size,
              image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
              start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
-             seed: Seed = 0, device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
+             seed: Seed = 0, device: Device = "auto", restart: Restart = False, json_output: Json = False,
+             quiet: Quiet = False) -> None:
     """Train a source model: natural, adversarial (PGD L2/Linf) or Gaussian-noise (random smoothing)."""
     from . import api
     epochs_seen: list = []
     ticket = api.pretrain(arch, data, adv=adv, steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, subset=subset,
                           image_size=image_size, start=start, data_root=data_root, seed=seed, device=device,
-                          output=output, on_epoch=epochs_seen.append)
+                          output=output, on_epoch=epochs_seen.append, restart=restart)
     trained_summary(f"{ticket.provenance.source_kind} {arch}", output, ticket, epochs_seen, json_output)
 
 
@@ -352,14 +355,14 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
 def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], output: Output, data: Data = "digits",
              data_root: DataRoot = None, subset: Subset = None, mode: Mode = "whole", adv: Adv = "none",
              steps: Steps = 3, epochs: Epochs = FINETUNE.epochs, lr: Lr = FINETUNE.lr,
-             batch_size: Batch = FINETUNE.batch_size, seed: Seed = 0,
-             device: Device = "auto", json_output: Json = False, quiet: Quiet = False) -> None:
+             batch_size: Batch = FINETUNE.batch_size, seed: Seed = 0, device: Device = "auto",
+             restart: Restart = False, json_output: Json = False, quiet: Quiet = False) -> None:
     """Finetune a ticket on a target task with a new head; masks and removed channels stay removed."""
     from . import api
     epochs_seen: list = []
     trained = api.finetune(ticket_path, data, mode=mode, adv=adv, steps=steps, epochs=epochs, lr=lr,
                            batch_size=batch_size, subset=subset, data_root=data_root, seed=seed, device=device,
-                           output=output, on_epoch=epochs_seen.append)
+                           output=output, on_epoch=epochs_seen.append, restart=restart)
     trained_summary(f"{mode} finetune", output, trained, epochs_seen, json_output)
 
 

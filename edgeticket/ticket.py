@@ -257,5 +257,8 @@ class Ticket:
         except EdgeticketError as error:
             raise EdgeticketError(f"{name}: {error.message}", hint=error.hint) from None
         ticket.check_finite(name)
-        ticket.build_model()  # fails early, with torch's message, if the file is inconsistent
+        try:
+            ticket.build_model()  # fails early if the file is inconsistent
+        except EdgeticketError as error:
+            raise EdgeticketError(f"{name}: {error.message}", hint=error.hint) from None
         return ticket

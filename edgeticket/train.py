@@ -31,7 +31,7 @@ from .batchnorm import reestimate_batchnorm
 from .console import progress_bar
 from .data import ImageSplits, TensorImages
 from .errors import EdgeticketError
-from .fileio import save_torch
+from .fileio import read_torch, save_torch
 from .models import get_arch, get_model, replace_submodule, residual_blocks
 from .masks import apply_masks
 from .ticket import Ticket
@@ -123,6 +123,23 @@ def fingerprint(config: TrainConfig, ticket: Ticket, data: TensorImages) -> str:
                        "labels": int(data.labels.sum())}, sort_keys=True, default=str)
 
 
+RESUME_KEYS = {"fingerprint", "model", "optimizer", "scheduler", "rng", "epoch", "history"}
+
+
+def read_resume(path: Path, print_key: str) -> dict:
+    """A killed run's per-epoch state, if it is one this run can continue; else an error naming the file."""
+    restart = f"pass --restart to start over (it deletes {path.name})"
+    try:
+        state = read_torch(path)
+    except EdgeticketError as error:
+        raise EdgeticketError(f"cannot resume from {path}: {error.message}", hint=restart) from None
+    if not isinstance(state, dict) or not RESUME_KEYS <= set(state):
+        raise EdgeticketError(f"cannot resume from {path}: it is not an edgeticket resume state", hint=restart)
+    if state["fingerprint"] != print_key:
+        raise EdgeticketError(f"{path.name} belongs to a different run (other recipe, weights or data)", hint=restart)
+    return state
+
+
 def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str | Path | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None, description: str = "train") -> tuple[Ticket, list[EpochRecord]]:
     """Train `ticket` on `data` and return it with its new weights (masks enforced after every step)."""
@@ -142,10 +159,7 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
     start_epoch, print_key = 0, fingerprint(config, ticket, data)
     state_path = Path(state_path) if state_path else None
     if state_path and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state["fingerprint"] != print_key:
-            raise EdgeticketError(f"{state_path.name} belongs to a different run (other recipe, weights or data)",
-                                  hint=f"delete {state_path} to start over")
+        state = read_resume(state_path, print_key)
         network.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

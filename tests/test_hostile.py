@@ -199,3 +199,29 @@ def test_eval_refuses_data_with_another_number_of_classes(ticket_file, classes, 
     with pytest.raises(EdgeticketError, match=f"in.ticket predicts 10 classes but toy has {classes}"):
         module.evaluate(ticket_file, module.EvalConfig("toy", attack="none"))
     assert not (ticket_file.parent / "in.ticket.eval.json").exists()
+
+
+# 7. errors that name their cause
+
+def test_a_wrong_shaped_tensor_names_the_file_the_key_and_both_shapes(ticket_file):
+    rewrite(ticket_file, lambda p: p["state_dict"].update({"conv1.weight": torch.zeros(3, 1, 3, 3)}))
+    with pytest.raises(EdgeticketError, match=r"in.ticket: weight 'conv1.weight' has shape \(3, 1, 3, 3\) where the "
+                                              r"model has \(16, 1, 3, 3\)"):
+        Ticket.load(ticket_file)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", "foreign"])
+def test_an_unusable_resume_state_is_named_and_restart_starts_over(ticket_file, content, runner):
+    from edgeticket.cli import app
+    output = ticket_file.parent / "o.ticket"
+    resume = ticket_file.parent / "o.ticket.resume"
+    if content == "foreign":
+        torch.save({"weights": torch.zeros(2)}, resume)
+    else:
+        resume.write_bytes(content)
+    args = ["finetune", str(ticket_file), "--subset", "50", "--epochs", "1", "-o", str(output)]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and f"cannot resume from {resume}" in refused.output
+    assert "--restart" in refused.output and "weights_only" not in refused.output and resume.exists()
+    restarted = runner.invoke(app, [*args, "--restart"])
+    assert restarted.exit_code == 0 and output.exists() and not resume.exists()

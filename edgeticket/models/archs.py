@@ -13,6 +13,7 @@ from torchvision.models.efficientnet import MBConv
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ..errors import EdgeticketError
 from ..registry import Registry
 from .spec import ArchSpec
 
@@ -38,8 +39,18 @@ def get_model(name: str, num_classes: int = 1000, in_channels: int = 3, **kwargs
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """load_state_dict, given the model's own per-module versions: a dict saved by itself loses them, and
     MNASNet refuses weights without one. The weights are this code's layout (keys and shapes are checked)."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state
+             and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        found = (f"weight '{wrong[0][0]}' has shape {wrong[0][1]} where the model has {wrong[0][2]}" if wrong else
+                 f"weight '{missing[0]}' is missing" if missing else f"weight '{unexpected[0]}' is not in the model")
+        count = len(missing) + len(unexpected) + len(wrong)
+        raise EdgeticketError(f"{found}" + (f" ({count - 1} more keys differ)" if count > 1 else ""),
+                              hint="the weights are not this architecture's (or were drawn by another version)")
     state = OrderedDict(state)
-    state._metadata = model.state_dict()._metadata
+    state._metadata = own._metadata
     model.load_state_dict(state)
 
 
