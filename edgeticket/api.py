@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import FINETUNE, PRETRAIN, AttackConfig, TrainConfig
+from .errors import EdgeticketError
 from .ticket import Ticket
 
 __all__ = ["Ticket", "load", "pretrain", "draw", "finetune", "evaluate", "export", "bench", "sweep"]
@@ -98,6 +99,9 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     if output:
         check_output(output, None if isinstance(start, Ticket) else start)
     config = _train_config(PRETRAIN, "whole", epochs, lr, batch_size, adv, steps, seed, device)
+    if image_size is not None and image_size < 1:
+        raise EdgeticketError(f"--image-size {image_size} is not a size in pixels",
+                              hint=f"leave it out for the architecture's ({get_arch(arch).input_size})")
     begin = start if isinstance(start, Ticket) or start is None else load(start, arch)
     splits = _splits(data, begin, data_root, subset, seed, image_size or get_arch(arch).input_size)
     ticket, _ = train.pretrain(arch, splits, config, begin, _state_file(output, restart), on_epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,20 @@ Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture of a f
                                                             "models`; timm:NAME for timm). Default: from a MadryLab "
                                                             "file name, else the parameters' names and shapes.")]
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a checkpoint that needs pickle (runs code from the file!).")]
+
+
+def finite(low: float | None = None, high: float | None = None) -> Callable:
+    """A float option's check: NaN and infinity are not numbers of seconds or fractions (typer's own range check
+    called `nan` "not <= 600")."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise typer.BadParameter(f"{value:g} is not in the range {low:g} to {high:g}")
+        return value
+    return check
 
 
 def command(example: str) -> Callable:
@@ -146,7 +161,7 @@ DrawData = Annotated[Optional[str], typer.Option(help="imp, a-imp, lmp: the data
 def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")],
          method: Annotated[str, typer.Option(help="omp | imp | a-imp | lmp")] = "omp",
          pattern: Annotated[str, typer.Option(help="channel (physically removed) | unstructured | row | kernel")] = "channel",
-         sparsity: Annotated[Optional[float], typer.Option(help="channel: fraction of channels removed per layer; "
+         sparsity: Annotated[Optional[float], typer.Option(callback=finite(), help="channel: fraction of channels removed per layer; "
                                                                 "others: fraction of weights removed. Default 0.5; "
                                                                 "with --max-latency-ms a floor, default none.")] = None,
          scope: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
@@ -158,12 +173,12 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
          device: Annotated[Optional[str], typer.Option(help="Device profile whose round_to the channels follow, and "
                                                             "where --max-latency-ms is measured (see `edgeticket "
                                                             "devices`).")] = None,
-         max_latency_ms: Annotated[Optional[float], typer.Option(help="channel omp, imp, a-imp: prune until the "
+         max_latency_ms: Annotated[Optional[float], typer.Option(callback=finite(), help="channel omp, imp, a-imp: prune until the "
                                                                       "ticket runs in this many ms (p50) on --device: "
                                                                       "a cached latency table predicts, export and "
                                                                       "bench check.")] = None,
          on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
-         rate: Annotated[float, typer.Option(help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
+         rate: Annotated[float, typer.Option(callback=finite(), help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
          epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
                                                          "learning.")] = 1,
          lr: Annotated[float, typer.Option(help="imp, a-imp, lmp: learning rate while drawing.")] = 0.01,
@@ -235,7 +250,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           threads: Annotated[Optional[int], typer.Option(min=1, help="Override the profile's threads.")] = None,
           runs: Annotated[int, typer.Option(min=1, max=100_000, help="Timed runs, at least.")] = 100,
           warmup: Annotated[int, typer.Option(min=0, max=10_000, help="Untimed warm-up runs.")] = 10,
-          seconds: Annotated[float, typer.Option(min=0, max=600, help="Time for at least this long.")] = 1.0,
+          seconds: Annotated[float, typer.Option(callback=finite(0, 600), help="Time for at least this long "
+                                                                                  "(up to 600 s).")] = 1.0,
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
               help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
@@ -475,5 +491,26 @@ def datasets(json_output: Json = False, quiet: Quiet = False) -> None:
     console.print("\n".join(list_datasets()))
 
 
+def run() -> None:
+    """The `edgeticket` program. Under --json even a usage error (a bad option, a missing argument) is one JSON
+    document on stdout, exit status 2, as every other error is one under --json."""
+    try:
+        from typer._click.exceptions import UsageError  # typer 0.2x vendors click
+    except ImportError:
+        from click import UsageError
+    from .text import one_line
+    if "--json" not in sys.argv[1:]:
+        return app(prog_name="edgeticket")
+    try:
+        sys.exit(app(prog_name="edgeticket", standalone_mode=False))
+    except UsageError as error:
+        name = error.ctx.command_path if error.ctx else "edgeticket"
+        emit_json({"error": one_line(error.format_message()), "hint": f"see `{name} --help`"})
+        sys.exit(2)
+    except typer.Abort:
+        emit_json({"error": "interrupted", "hint": None})
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    sys.exit(app())
+    run()

@@ -421,6 +421,8 @@ def read_safetensors(path: Path) -> "dict[str, torch.Tensor]":
 def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
     """torch.load with weights_only (no code runs from the file), and one clear error for anything unreadable."""
     path = Path(path)
+    if path.is_dir():
+        raise EdgeticketError(f"{path} is a folder, not a checkpoint or ticket file", hint="name a file in it")
     if not path.is_file():
         raise EdgeticketError(f"no such file: {path}", hint="check the path")
     if path.suffix == ".safetensors":

@@ -52,6 +52,9 @@ def collect(runs_dir: str | Path, all_cells: bool = False) -> list[dict]:
     ticket sha256); ONNX models evaluated without their ticket get rows of their own. In a sweep folder only the
     current config's cells count, unless `all_cells`."""
     runs_dir = Path(runs_dir)
+    if runs_dir.is_file():
+        raise EdgeticketError(f"{runs_dir} is a file: report reads a folder of runs (their .eval.json and "
+                              ".bench.json records)", hint=f"pass its folder: edgeticket report {runs_dir.parent}")
     if not runs_dir.is_dir():
         raise EdgeticketError(f"no such folder: {runs_dir}", hint="pass the folder that holds your runs")
     cells = None if all_cells else current_cells(runs_dir)

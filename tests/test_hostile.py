@@ -225,3 +225,32 @@ def test_an_unusable_resume_state_is_named_and_restart_starts_over(ticket_file, 
     assert "--restart" in refused.output and "weights_only" not in refused.output and resume.exists()
     restarted = runner.invoke(app, [*args, "--restart"])
     assert restarted.exit_code == 0 and output.exists() and not resume.exists()
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["inspect", "{dir}"], 1, "is a folder, not a checkpoint or ticket file"),
+    (["report", "{ticket}"], 1, "is a file: report reads a folder of runs"),
+    (["bench", "{dir}/m.onnx", "--seconds", "nan"], 2, "nan is not a finite number"),
+    (["draw", "{ticket}", "-o", "{dir}/o.ticket", "--sparsity", "inf"], 2, "inf is not a finite number"),
+    (["pretrain", "--image-size", "0", "-o", "{dir}/o.ticket"], 1, "--image-size 0 is not a size in pixels"),
+    (["draw", "{ticket}", "-o", "{dir}/o.ticket", "--round-to", "100000"], 1, "--round-to 100000 leaves every layer whole"),
+])
+def test_small_mistakes_get_an_error_that_names_them(ticket_file, args, code, message):
+    result = edgeticket(*[a.format(dir=ticket_file.parent, ticket=ticket_file) for a in args])
+    assert result.returncode == code and message in result.stderr, result.stderr
+    assert not (ticket_file.parent / "o.ticket").exists()
+
+
+def test_a_subset_larger_than_the_data_is_said(capsys):
+    from edgeticket.data import DataConfig, load_dataset
+    splits = load_dataset(DataConfig("digits", subset=999_999_999))
+    assert "--subset 999999999 is more than the" in capsys.readouterr().err and len(splits.train) < 2000
+
+
+@pytest.mark.parametrize("args", [["draw", "x.ticket", "--json"], ["draw", "x.ticket", "--json", "--bogus", "1"]])
+def test_a_usage_error_under_json_is_one_json_document(args):
+    import json
+    result = edgeticket(*args)
+    assert result.returncode == 2 and result.stderr == ""
+    document = json.loads(result.stdout)
+    assert set(document) == {"error", "hint"} and "draw --help" in document["hint"]

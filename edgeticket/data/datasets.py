@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..console import warn
 from ..errors import EdgeticketError
 from ..registry import Registry
 
@@ -233,6 +234,8 @@ def load_dataset(config: DataConfig) -> ImageSplits:
     spec = DATASETS.get(config.name)
     splits = spec.read(search_roots(config.root, *spec.subfolders, system=spec.system))
     train = splits.train
+    if config.subset and config.subset > len(train):
+        warn(f"--subset {config.subset} is more than the {len(train)} training images of {splits.name}: all are used")
     if config.subset:
         keep = stratified_subset(train.labels, config.subset, config.seed)
         train = TensorImages(train.images[keep], train.labels[keep])

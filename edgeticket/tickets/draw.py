@@ -166,6 +166,11 @@ def draw_ticket(source: Ticket, config: DrawConfig) -> tuple[Ticket, DrawReport]
     if physical:
         achieved = 1.0 - conv_channels(state.model) / conv_channels(reference)
         removed = 1.0 - after.params / before.params
+        if achieved == 0 and config.sparsity and config.round_to > 1:
+            widest = max(m.out_channels for m in reference.modules() if isinstance(m, nn.Conv2d))
+            raise EdgeticketError(f"--round-to {config.round_to} leaves every layer whole (the widest conv has "
+                                  f"{widest} channels): nothing was removed",
+                                  hint="use a multiple that fits the layers, such as 8 or 16")
     else:
         achieved = masked_sparsity(state.masks)
         removed = 1.0 - after.nonzero_params / before.nonzero_params
