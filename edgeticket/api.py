@@ -39,8 +39,8 @@ def load(path: PathLike, arch: str | None = None, trust_pickle: bool = False,
     return load_checkpoint(path, arch, trust_pickle, source_kind)
 
 
-def _ticket(value: Ticket | PathLike) -> Ticket:
-    return value if isinstance(value, Ticket) else load(value)
+def _ticket(value: Ticket | PathLike, trust_pickle: bool = False) -> Ticket:
+    return value if isinstance(value, Ticket) else load(value, trust_pickle=trust_pickle)
 
 
 def _splits(name: str, ticket: Ticket | None, data_root: PathLike | None = None, subset: int | None = None,
@@ -87,7 +87,8 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
              epochs: int = PRETRAIN.epochs, lr: float = PRETRAIN.lr, batch_size: int = PRETRAIN.batch_size,
              subset: int | None = None, image_size: int | None = None, start: Ticket | PathLike | None = None,
              data_root: PathLike | None = None, seed: int = 0, device: str = "auto",
-             output: PathLike | None = None, on_epoch: Callable | None = None, restart: bool = False) -> Ticket:
+             output: PathLike | None = None, on_epoch: Callable | None = None, restart: bool = False,
+             trust_pickle: bool = False) -> Ticket:
     """Train a source model: natural (`adv="none"`), adversarial (`"l2:1.0"`, `"linf:8/255"`, PGD with `steps`)
     or Gaussian-noise (`"noise:0.25"`, random smoothing). `start` continues from a checkpoint instead of
     random weights. With `output`, the file is written and a killed run resumes from `output.resume` (unless
@@ -102,7 +103,7 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     if image_size is not None and image_size < 1:
         raise EdgeticketError(f"--image-size {image_size} is not a size in pixels",
                               hint=f"leave it out for the architecture's ({get_arch(arch).input_size})")
-    begin = start if isinstance(start, Ticket) or start is None else load(start, arch)
+    begin = start if isinstance(start, Ticket) or start is None else load(start, arch, trust_pickle)
     splits = _splits(data, begin, data_root, subset, seed, image_size or get_arch(arch).input_size)
     ticket, _ = train.pretrain(arch, splits, config, begin, _state_file(output, restart), on_epoch)
     return _finish(ticket, splits, output)
@@ -176,7 +177,7 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
              steps: int = 3, epochs: int = FINETUNE.epochs, lr: float = FINETUNE.lr,
              batch_size: int = FINETUNE.batch_size, subset: int | None = None, data_root: PathLike | None = None,
              seed: int = 0, device: str = "auto", output: PathLike | None = None,
-             on_epoch: Callable | None = None, restart: bool = False) -> Ticket:
+             on_epoch: Callable | None = None, restart: bool = False, trust_pickle: bool = False) -> Ticket:
     """Transfer a ticket to `data` with a new head: `mode` whole | linear | last-k:K. Removed channels stay
     removed and masked weights stay zero. The data follows the ticket's input size and channels. With `output`,
     a killed run resumes from `output.resume` (unless `restart`). The test
@@ -185,7 +186,7 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
     from .fileio import check_output
     if output:
         check_output(output, None if isinstance(ticket, Ticket) else ticket)
-    start = _ticket(ticket)
+    start = _ticket(ticket, trust_pickle)
     config = _train_config(FINETUNE, mode, epochs, lr, batch_size, adv, steps, seed, device)
     splits = _splits(data, start, data_root, subset, seed)
     trained, _ = train.finetune(start, splits, config, _state_file(output, restart), on_epoch)

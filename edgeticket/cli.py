@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import sys
+from inspect import signature
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -14,7 +15,7 @@ import typer
 from . import __version__
 from .config import FINETUNE, PRETRAIN
 from .console import console, emit_json, info, set_mode
-from .errors import EdgeticketError
+from .errors import EdgeticketError, NeedsPickle
 
 def _flags_take_no_value() -> None:
     """typer's rich help shows a `<bool>` type beside flags, as if `--json` took a value; flags have no type."""
@@ -64,6 +65,12 @@ def command(example: str) -> Callable:
             try:
                 with command_temp():  # temp files in $TMPDIR/edgeticket-UID/PID, swept after a kill -9
                     return func(*args, **kwargs)
+            except NeedsPickle as error:
+                trusted = "trust_pickle" in signature(func).parameters
+                fail(error.message, error.hint if trusted else
+                     "edgeticket's own files never need pickle; read this one with a command that takes --trust-pickle "
+                     "(draw, inspect, finetune, pretrain --from, gap) if you trust where it came from, or re-save it as "
+                     "a state_dict")
             except EdgeticketError as error:
                 fail(*(signals.interrupted() if signals.received() else (error.message, error.hint)))
             except KeyboardInterrupt:
@@ -356,14 +363,14 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
              batch_size: Batch = PRETRAIN.batch_size,
              image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
              start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
-             seed: Seed = 0, device: Device = "auto", restart: Restart = False, json_output: Json = False,
-             quiet: Quiet = False) -> None:
+             seed: Seed = 0, device: Device = "auto", restart: Restart = False, trust_pickle: TrustPickle = False,
+             json_output: Json = False, quiet: Quiet = False) -> None:
     """Train a source model: natural, adversarial (PGD L2/Linf) or Gaussian-noise (random smoothing)."""
     from . import api
     epochs_seen: list = []
     ticket = api.pretrain(arch, data, adv=adv, steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, subset=subset,
                           image_size=image_size, start=start, data_root=data_root, seed=seed, device=device,
-                          output=output, on_epoch=epochs_seen.append, restart=restart)
+                          output=output, on_epoch=epochs_seen.append, restart=restart, trust_pickle=trust_pickle)
     trained_summary(f"{ticket.provenance.source_kind} {arch}", output, ticket, epochs_seen, json_output)
 
 
@@ -372,13 +379,14 @@ def finetune(ticket_path: Annotated[Path, typer.Argument(metavar="TICKET")], out
              data_root: DataRoot = None, subset: Subset = None, mode: Mode = "whole", adv: Adv = "none",
              steps: Steps = 3, epochs: Epochs = FINETUNE.epochs, lr: Lr = FINETUNE.lr,
              batch_size: Batch = FINETUNE.batch_size, seed: Seed = 0, device: Device = "auto",
-             restart: Restart = False, json_output: Json = False, quiet: Quiet = False) -> None:
+             restart: Restart = False, trust_pickle: TrustPickle = False, json_output: Json = False,
+             quiet: Quiet = False) -> None:
     """Finetune a ticket on a target task with a new head; masks and removed channels stay removed."""
     from . import api
     epochs_seen: list = []
     trained = api.finetune(ticket_path, data, mode=mode, adv=adv, steps=steps, epochs=epochs, lr=lr,
                            batch_size=batch_size, subset=subset, data_root=data_root, seed=seed, device=device,
-                           output=output, on_epoch=epochs_seen.append, restart=restart)
+                           output=output, on_epoch=epochs_seen.append, restart=restart, trust_pickle=trust_pickle)
     trained_summary(f"{mode} finetune", output, trained, epochs_seen, json_output)
 
 
@@ -431,11 +439,12 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
 def gap(model: Annotated[Path, typer.Option("--model", help="Checkpoint whose features measure the gap.")],
         source: Annotated[str, typer.Option(help="Source dataset.")] = "fashion-mnist",
         target: Annotated[str, typer.Option(help="Target dataset.")] = "digits",
-        data_root: DataRoot = None, arch: Arch = None, json_output: Json = False, quiet: Quiet = False) -> None:
+        data_root: DataRoot = None, arch: Arch = None, trust_pickle: TrustPickle = False, json_output: Json = False,
+        quiet: Quiet = False) -> None:
     """Domain gap between source and target in the model's features, and what it suggests (paper, Table II)."""
     from .gap import domain_gap
     from .models.checkpoints import load_checkpoint
-    result = domain_gap(load_checkpoint(model, arch), source, target, str(data_root) if data_root else None)
+    result = domain_gap(load_checkpoint(model, arch, trust_pickle), source, target, str(data_root) if data_root else None)
     if json_output:
         return emit_json(result.as_dict())
     console.print(f"Frechet distance {source} -> {target}: {result.distance:.3f} "

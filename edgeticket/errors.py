@@ -8,3 +8,8 @@ class EdgeticketError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+class NeedsPickle(EdgeticketError):
+    """A checkpoint that only pickle can read (it stores Python objects): refused unless the user trusts it. The
+    CLI gives a command without --trust-pickle another hint."""

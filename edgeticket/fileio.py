@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from . import signals
-from .errors import EdgeticketError
+from .errors import EdgeticketError, NeedsPickle
 
 if TYPE_CHECKING:
     import torch  # imported where it is used: `edgeticket --help` and the CLI's set-up do not pay for it
@@ -433,7 +433,7 @@ def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
     except pickle.UnpicklingError as error:
         if "Unsupported global" in str(error) or "GLOBAL" in str(error):
             found = re.search(r"GLOBAL ([\w.]+)", str(error))
-            raise EdgeticketError(
+            raise NeedsPickle(
                 f"{path.name} needs pickle to load (it stores the Python object {found.group(1) if found else 'a class'}),"
                 " which can run arbitrary code",
                 hint="re-save it as a state_dict, or pass --trust-pickle if you trust where it came from") from None

@@ -254,3 +254,34 @@ def test_a_usage_error_under_json_is_one_json_document(args):
     assert result.returncode == 2 and result.stderr == ""
     document = json.loads(result.stdout)
     assert set(document) == {"error", "hint"} and "draw --help" in document["hint"]
+
+
+# 9. the --trust-pickle hint names only commands that have the option
+
+class Pickled:  # a Python object in a checkpoint: only pickle can load it
+    pass
+
+
+@pytest.fixture
+def pickled_checkpoint(tmp_path, small_checkpoint):
+    torch.save({"state_dict": torch.load(small_checkpoint, weights_only=True), "extra": Pickled()},
+               tmp_path / "pickled.pt")
+    return tmp_path / "pickled.pt"
+
+
+@pytest.mark.parametrize("command, trusted", [
+    (["draw", "{p}", "--arch", "small_resnet", "-o", "{d}/o.ticket"], True),
+    (["finetune", "{p}", "-o", "{d}/o.ticket"], True),
+    (["gap", "--model", "{p}", "--arch", "small_resnet"], True),
+    (["pretrain", "--from", "{p}", "-o", "{d}/o.ticket"], True),
+    (["export", "{p}", "-o", "{d}/o.onnx"], False),
+    (["eval", "{p}"], False),
+])
+def test_the_trust_pickle_hint_is_given_only_where_the_option_exists(pickled_checkpoint, runner, command, trusted):
+    from edgeticket.cli import app
+    args = [a.format(p=pickled_checkpoint, d=pickled_checkpoint.parent) for a in command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "needs pickle to load" in result.output, result.output
+    assert ("pass --trust-pickle" in result.output) == trusted
+    if trusted:  # and the option is there
+        assert "No such option" not in runner.invoke(app, [*args, "--trust-pickle", "--help"]).output
