@@ -10,12 +10,18 @@ noise) and seed, and cached, or read from checkpoint files named in the config.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
+import math
+import operator
+import re
 import subprocess
 import time
 import tomllib
+import typing
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,20 +30,30 @@ from .attacks import AttackConfig
 from .bench import BenchConfig, bench_onnx, record_bench
 from .console import info, progress_bar, progress_console
 from .data import DataConfig, load_dataset
+from .data.datasets import DATASETS
 from .errors import EdgeticketError
 from .evaluate import EvalConfig, evaluate
 from .export import export_onnx
 from .fileio import cache_dir, sha256_file, write_json, write_text
 from .report import Report, read_json, write_report
+from .models import get_arch
 from .models.checkpoints import load_checkpoint
 from .tickets import DrawConfig, Ticket, draw_ticket
-from .tickets.draw import DrawTraining
+from .tickets.draw import METHODS, DrawTraining
 from .tickets.patterns import PATTERNS
 from .train import FINETUNE, PRETRAIN, TrainConfig, finetune, pretrain, save_result, state_file
 
 
+def bounded(default: object = dataclasses.MISSING, *, factory=dataclasses.MISSING, least: float | None = None,
+            above: float | None = None, most: float | None = None, below: float | None = None):
+    """A field whose numbers (a list's items, too) must be >= `least`, > `above`, <= `most` and < `below`."""
+    return field(default=default, default_factory=factory,
+                 metadata={"bounds": {">=": least, ">": above, "<=": most, "<": below}})
+
+
 @dataclass
 class SweepConfig:
+    """Every field may be set in a sweep's TOML; a key is checked against its field's type and bounds."""
     out: Path = Path("runs/sweep")
     cache: Path = field(default_factory=cache_dir)
     arch: str = "small_resnet"
@@ -45,62 +61,187 @@ class SweepConfig:
     source_data: str = "fashion-mnist"
     sources: dict[str, str] = field(default_factory=lambda: {"natural": "none", "robust": "l2:1.0"})
     source_files: dict[str, str] = field(default_factory=dict)
-    source_images: int = 20000
-    source_epochs: int = 2
-    source_lr: float = PRETRAIN.lr
-    source_batch_size: int = PRETRAIN.batch_size
-    pgd_steps: int = 3
+    source_images: int = bounded(20000, least=1)
+    source_epochs: int = bounded(2, least=1)
+    source_lr: float = bounded(PRETRAIN.lr, above=0)
+    source_batch_size: int = bounded(PRETRAIN.batch_size, least=1)
+    pgd_steps: int = bounded(3, least=1)
     # the grid
     methods: list[str] = field(default_factory=lambda: ["omp"])
     patterns: list[str] = field(default_factory=lambda: ["channel"])
-    sparsities: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])
+    sparsities: list[float] = bounded(factory=lambda: [0.0, 0.5, 0.8], least=0, below=1)
     targets: list[str] = field(default_factory=lambda: ["digits"])
-    seeds: list[int] = field(default_factory=lambda: [0])   # each seed pretrains its own sources, too
-    round_to: int = 1  # channel tickets keep a multiple of this many channels per layer
+    seeds: list[int] = bounded(factory=lambda: [0], least=0)   # each seed pretrains its own sources, too
+    round_to: int = bounded(1, least=1)  # channel tickets keep a multiple of this many channels per layer
     # drawing methods that train (imp, a-imp, lmp)
     on: str = "downstream"
-    draw_epochs: int = 1
-    draw_rate: float = 0.2
-    draw_lr: float = 0.01
+    draw_epochs: int = bounded(1, least=1)
+    draw_rate: float = bounded(0.2, above=0, below=1)
+    draw_lr: float = bounded(0.01, above=0)
     # finetuning and evaluation on the target
-    target_images: int = 300
+    target_images: int = bounded(300, least=1)
     finetune_mode: str = "whole"
-    finetune_epochs: int = 30
-    finetune_lr: float = FINETUNE.lr
+    finetune_epochs: int = bounded(30, least=1)
+    finetune_lr: float = bounded(FINETUNE.lr, above=0)
     attack: str = "linf:8/255"
-    attack_steps: int = 20
-    adv_images: int = 599
+    attack_steps: int = bounded(20, least=1)
+    adv_images: int = bounded(599, least=1)
     deploy: bool = True  # export each cell to ONNX, evaluate it in onnxruntime and bench it
-    bench_runs: int = 200
-    bench_seconds: float = 2.0
+    bench_runs: int = bounded(200, least=1, most=100_000)
+    bench_seconds: float = bounded(2.0, least=0, most=600)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "SweepConfig":
+        """A config from its TOML, checked key by key (type, bounds, known names) before anything runs."""
         try:
             raw = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise EdgeticketError(f"no such sweep config: {path}", hint="see examples/sweep.toml") from None
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise EdgeticketError(f"{path} is not valid TOML: {error}", hint="check the line it names") from None
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise EdgeticketError(f"unknown key(s) in {path}: {', '.join(unknown)}", hint=f"valid keys: {', '.join(sorted(names))}")
-        for key in ("out", "cache"):
-            if key in raw:
-                raw[key] = Path(raw[key])
-        return cls(**raw)
+        except OSError as error:
+            raise EdgeticketError(f"cannot read sweep config {path}: {error.strerror}",
+                                  hint="pass a TOML file") from None
+        if not raw:
+            raise EdgeticketError(f"{path} sets no keys: a sweep names its grid",
+                                  hint="set at least sources, methods, sparsities and targets; see examples/sweep.toml")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in raw:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                raise EdgeticketError(f"{path}: unknown key '{key}'",
+                                      hint=f"did you mean '{close[0]}'?" if close else f"keys: {', '.join(names)}")
+        check_types(raw, str(path))
+        config = cls(**{key: Path(value) if key in ("out", "cache") else value for key, value in raw.items()})
+        config.validate(str(path))
+        return config
 
     def rounding(self, pattern: str) -> int:
         """`round_to` counts channels: it applies to the channel cells of a grid and leaves masked ones alone."""
         return self.round_to if PATTERNS.get(pattern).physical else 1
 
-    def validate(self) -> None:
-        for method, pattern, sparsity in itertools.product(self.methods, self.patterns, self.sparsities):
-            DrawConfig(method, pattern, sparsity, round_to=self.rounding(pattern),
-                       training=DrawTraining(on=self.on, rate=self.draw_rate)).validate()
-        for threat in self.sources.values():
-            AttackConfig.parse(threat, self.pgd_steps)
+    def validate(self, where: str = "sweep config") -> None:
+        """Every key's type and bounds, and every name (architecture, datasets, methods, patterns, threat models,
+        source files) against what edgeticket knows, so a bad grid fails before any pretraining; errors name
+        `where` (the TOML) and the key."""
+        check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, where)
+        with key_named(where, "arch"):
+            get_arch(self.arch)
+        with key_named(where, "source_data"):
+            DATASETS.get(self.source_data)
+        for key, registry in (("targets", DATASETS), ("methods", METHODS), ("patterns", PATTERNS)):
+            for name in getattr(self, key):
+                with key_named(where, key):
+                    registry.get(name)
+        if not self.sources and not self.source_files:
+            raise EdgeticketError(f"{where}: key 'sources' is empty and no source_files are given: nothing to prune",
+                                  hint='e.g. sources = { natural = "none", robust = "l2:1.0" }')
+        for key in ("sources", "source_files"):
+            for kind in getattr(self, key):
+                if not KIND.fullmatch(kind):
+                    raise EdgeticketError(f"{where}: key '{key}': source name {kind!r} is not a plain name "
+                                          "(letters, digits, '-', '_'): it names the cells' folders",
+                                          hint="e.g. natural, robust, noise")
+        for kind, threat in self.sources.items():
+            with key_named(where, f"sources.{kind}"):
+                AttackConfig.parse(threat, self.pgd_steps)
+        for kind, file in self.source_files.items():
+            if not Path(file).is_file():
+                raise EdgeticketError(f"{where}: key 'source_files.{kind}': no such checkpoint file: {file}",
+                                      hint="name an existing checkpoint (relative paths are from where you run)")
+        with key_named(where, "attack"):
+            EvalConfig("digits", attack=self.attack, attack_steps=self.attack_steps).attack_config()
+        with key_named(where, "finetune_mode"):
+            dataclasses.replace(FINETUNE, mode=self.finetune_mode).validate()
+        if self.on not in ("downstream", "upstream"):
+            raise EdgeticketError(f"{where}: key 'on': unknown value {self.on!r}", hint="choose downstream or upstream")
+        with key_named(where, None):  # what is left: combinations of methods, patterns and draw settings
+            for method, pattern, sparsity in itertools.product(self.methods, self.patterns, self.sparsities):
+                DrawConfig(method, pattern, sparsity, round_to=self.rounding(pattern),
+                           training=DrawTraining(on=self.on, rate=self.draw_rate)).validate()
+
+
+KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+KINDS_OF = {bool: ("true or false", "booleans"), int: ("a whole number", "whole numbers"),
+            float: ("a finite number", "finite numbers"), str: ("a string", "strings"),
+            Path: ("a path (a string)", "paths")}
+
+
+@contextmanager
+def key_named(where: str, key: str | None):
+    """An error inside names the file and the key (None: a combination of keys, named by the message)."""
+    try:
+        yield
+    except EdgeticketError as error:
+        raise EdgeticketError(f"{where}: {f'key {key!r}: ' if key else ''}{error.message}", hint=error.hint) from None
+
+
+def _fits(value: object, kind: object) -> bool:
+    """Whether a TOML value has a SweepConfig field's type (from its annotation)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is Path:
+        return isinstance(value, (str, Path)) and bool(str(value).strip())
+    raise TypeError(f"SweepConfig has a field of type {kind} that check_types does not know")  # a new type: add it
+
+
+def _describe(kind: object) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list:
+        return f"a list of {KINDS_OF[args[0]][1]}"
+    if origin is dict:
+        return f"a table of {KINDS_OF[args[1]][1]}"
+    return KINDS_OF[kind][0]
+
+
+def _toml(value: object) -> str:
+    """A default as TOML, for hints."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    return repr(value)
+
+
+def check_types(values: dict, where: str) -> None:
+    """Each key's value against its SweepConfig field: the annotation's type, a list's items, a non-empty grid
+    axis, and the field's bounds."""
+    hints = typing.get_type_hints(SweepConfig)
+    for spec in dataclasses.fields(SweepConfig):
+        if spec.name not in values:
+            continue
+        key, value, kind = spec.name, values[spec.name], hints[spec.name]
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        example = f"the default is {key} = {_toml(default)}"
+        if not _fits(value, kind):
+            raise EdgeticketError(f"{where}: key '{key}' must be {_describe(kind)}, not {_toml(value)}", hint=example)
+        if typing.get_origin(kind) is list and not value:
+            raise EdgeticketError(f"{where}: key '{key}' is an empty list: the grid would have no cells", hint=example)
+        bounds = {op: limit for op, limit in spec.metadata.get("bounds", {}).items() if limit is not None}
+        allowed = " and ".join(f"{op} {limit:g}" for op, limit in bounds.items())
+        for number in value if isinstance(value, list) else [value]:
+            broken = [f"{op} {limit:g}" for op, limit in bounds.items() if not OPERATORS[op](number, limit)]
+            if broken:
+                raise EdgeticketError(f"{where}: key '{key}': {number!r} is not {' and '.join(broken)}",
+                                      hint=f"{key} must be {allowed}; {example}")
+
+
+OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 GRID = ("out", "cache", "sources", "source_files", "methods", "patterns", "sparsities", "targets", "seeds")

@@ -285,3 +285,13 @@ def test_the_trust_pickle_hint_is_given_only_where_the_option_exists(pickled_che
     assert ("pass --trust-pickle" in result.output) == trusted
     if trusted:  # and the option is there
         assert "No such option" not in runner.invoke(app, [*args, "--trust-pickle", "--help"]).output
+
+
+def test_a_device_profiles_strings_are_cleaned_when_read(tmp_path, monkeypatch):
+    from edgeticket.bench.devices import get_device
+    (tmp_path / "board.toml").write_text('runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"\n'
+                                         f'stands_for = "a board{ESCAPES}\\nfake row"\n'.replace("\x1b", "\\u001b")
+                                         .replace("\x07", "\\u0007"))
+    monkeypatch.setenv("EDGETICKET_DEVICES", str(tmp_path))
+    profile = get_device("board")
+    assert profile.stands_for == "a board]0;PWNED[2J fake row"

@@ -33,6 +33,78 @@ def test_config_names_unknown_keys(tmp_path):
         SweepConfig.from_toml(tmp_path / "bad.toml")
 
 
+@pytest.mark.parametrize("body, key", [
+    ('methods = "omp"', "methods"),           # was iterated by character
+    ("sparsities = 0.5", "sparsities"),       # was a TypeError
+    ('seeds = "0"', "seeds"),                 # these three surfaced only as "no evaluated models"
+    ("target_images = -5", "target_images"),
+    ('targets = ["digitz"]', "targets"),      # ... after a pretrain that wrote to the cache
+    ("seeds = [-1]", "seeds"),
+    ("seeds = [true]", "seeds"),
+    ("seeds = []", "seeds"),
+    ("sparsities = [1.0]", "sparsities"),
+    ('methods = ["omq"]', "methods"),
+    ('patterns = ["chanel"]', "patterns"),
+    ('arch = "resnet19"', "arch"),
+    ('source_data = "fashion"', "source_data"),
+    ('sources = { robust = "l3:1.0" }', "sources.robust"),
+    ('sources = { "../up" = "none" }', "sources"),
+    ("sources = { natural = 1 }", "sources"),
+    ('source_files = { robust = "absent.pt" }', "source_files.robust"),
+    ('attack = "linf"', "attack"),
+    ('finetune_mode = "partial"', "finetune_mode"),
+    ('on = "sideways"', "on"),
+    ('deploy = "yes"', "deploy"),
+    ("source_lr = nan", "source_lr"),
+    ("finetune_lr = 0", "finetune_lr"),
+    ("draw_rate = 1.5", "draw_rate"),
+    ("bench_seconds = 9000", "bench_seconds"),
+    ("out = 3", "out"),
+])
+def test_a_bad_key_is_refused_naming_the_file_and_the_key(tmp_path, body, key):
+    folders = f'out = "{tmp_path / "out"}"\ncache = "{tmp_path / "cache"}"\n' if key != "out" else ""
+    (tmp_path / "bad.toml").write_text(folders + body + "\n")
+    with pytest.raises(EdgeticketError) as error:
+        SweepConfig.from_toml(tmp_path / "bad.toml")
+    assert f"bad.toml: key '{key}'" in error.value.message and error.value.hint
+
+
+def test_an_empty_config_is_refused(tmp_path):
+    (tmp_path / "empty.toml").write_text("# nothing yet\n")
+    with pytest.raises(EdgeticketError, match="empty.toml sets no keys") as error:
+        SweepConfig.from_toml(tmp_path / "empty.toml")
+    assert "examples/sweep.toml" in error.value.hint
+
+
+def test_an_unknown_key_suggests_the_nearest(tmp_path):
+    (tmp_path / "bad.toml").write_text('sparsites = [0.5]\n')
+    with pytest.raises(EdgeticketError, match="bad.toml: unknown key 'sparsites'") as error:
+        SweepConfig.from_toml(tmp_path / "bad.toml")
+    assert "sparsities" in error.value.hint
+
+
+def test_a_bad_config_fails_before_any_work(tmp_path, runner):
+    from edgeticket.cli import app
+    from edgeticket.sweep import run_sweep
+    (tmp_path / "s.toml").write_text(f'out = "{tmp_path / "out"}"\ncache = "{tmp_path / "cache"}"\n'
+                                     'targets = ["digits", "nope"]\n')
+    result = runner.invoke(app, ["sweep", str(tmp_path / "s.toml")])
+    assert result.exit_code == 1 and "s.toml: key 'targets': unknown dataset 'nope'" in result.output
+    with pytest.raises(EdgeticketError, match="key 'seeds'"):  # the Python API, too
+        run_sweep(SweepConfig(out=tmp_path / "out", cache=tmp_path / "cache", seeds="0"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("name", ["sweep.toml", "paper_small.toml"])
+def test_the_shipped_examples_and_the_demo_pass_the_checks(name):
+    from pathlib import Path
+
+    from edgeticket.demo import demo_config
+    SweepConfig.from_toml(Path(__file__).resolve().parents[1] / "examples" / name)
+    demo_config(quick=True).validate()
+    demo_config(method="lmp", pattern="unstructured", noise=True).validate()
+
+
 def test_cells_cover_the_grid():
     config = SweepConfig(methods=["omp", "lmp"], sparsities=[0.5, 0.8], seeds=[0, 1])
     grid = cells(config)

@@ -19,7 +19,7 @@ from ..models.checkpoints import load_checkpoint
 from ..runtimes import get_runtime, runtime_for_path
 from ..ticket import Ticket
 from .devices import BrokenProfile, DeviceProfile, announce_shadowing, list_devices, unavailable_reason
-from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, record_bench
+from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, check_threads, record_bench
 from .transport import BoardUnreachable
 
 
@@ -97,6 +97,9 @@ class DeviceBench:
             return DeviceRow(profile.name, profile.stands_for, "accuracy check failed",
                              f"max |{profile.runtime} - torch| = {result.max_abs_diff:.2e} > {limit:.0e}", result)
         note = "; ".join(filter(None, [result.where if result.transport == "ssh" else None,
+                                       f"{result.threads} threads (--threads), not the profile's "
+                                       f"{result.profile_threads}: saved as {result.device}"
+                                       if result.threads_overridden else None,
                                        self.export_notes.get((profile.format, profile.int8)), result.note,
                                        None if self.splits else "no target data: latency only (pass --data NAME)"]))
         return DeviceRow(profile.name, profile.stands_for, "ok", note, result)
@@ -105,7 +108,9 @@ class DeviceBench:
 def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | Path,
                       config: BenchConfig = BenchConfig(), data_root: str | None = None) -> list[DeviceRow]:
     """Every profile's row. `data` (default: the ticket's finetune target) gives accuracy and calibrates int8;
-    without it every latency row is still measured, and the int8 row says what it needs."""
+    without it every latency row is still measured, and the int8 row says what it needs. A --threads override
+    is checked against this machine's CPUs before anything is exported (most profiles run here)."""
+    check_threads(config.threads)
     if Path(ticket_path).suffix != ".ticket" and runtime_for_path(ticket_path):
         raise EdgeticketError(f"{Path(ticket_path).name} is already exported; --all-devices exports a ticket to "
                               "every format", hint="pass the .ticket, or bench this file with --device NAME")

@@ -21,7 +21,10 @@ from ..console import info
 from ..errors import EdgeticketError
 from ..host import CpuInfo, cpu_info
 from ..runtimes import get_runtime, list_runtimes, runtime_names
+from ..text import clean, one_line
 
+MAX_THREADS = 256  # a profile's (and a --threads override's) threads; a bench here is bounded by its CPUs too
+MAX_ROUND_TO = 256  # channels per multiple: SIMD widths are 4 to 64
 EXAMPLE = 'runtime = "onnxruntime"\nprovider = "cpu"\nthreads = 1\nprecision = "fp32"'
 
 
@@ -116,9 +119,9 @@ def _problem(raw: dict) -> tuple[str, str] | None:
     if raw["provider"] not in runtime.providers:
         return "provider", (f"unknown provider {raw['provider']!r} for {raw['runtime']} "
                             f"(known: {', '.join(runtime.providers)})")
-    for key in ("threads", "round_to"):
-        if key in raw and not _positive_int(raw[key]):
-            return key, f"must be a positive integer, not {raw[key]!r}"
+    for key, most in (("threads", MAX_THREADS), ("round_to", MAX_ROUND_TO)):
+        if key in raw and not (_positive_int(raw[key]) and raw[key] <= most):
+            return key, f"must be a whole number from 1 to {most}, not {raw[key]!r}"
     if raw["precision"] not in runtime.precisions:
         return "precision", (f"unknown precision {raw['precision']!r} for {raw['runtime']} "
                              f"(known: {', '.join(runtime.precisions)})")
@@ -156,8 +159,10 @@ def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfi
 
 
 def profile_from(raw: dict, name: str, where: str, builtin: bool = False) -> DeviceProfile:
-    """A profile from its keys (a TOML's, or a runtime file's DEVICES entry), checked; `where` names its source."""
-    problem = _problem(dict(raw))
+    """A profile from its keys (a TOML's, or a runtime file's DEVICES entry), checked and its strings cleaned
+    (`text.clean`: no escape code or line break reaches the `devices` table); `where` names its source."""
+    raw, name = clean(dict(raw)), one_line(name)
+    problem = _problem(raw)
     if problem:
         key, what = problem
         example = (SSH_EXAMPLE if key.startswith("ssh") else EXAMPLE).replace("\n", "; ")

@@ -21,7 +21,7 @@ from ..fileio import size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
-from .devices import DeviceProfile, announce, get_device, list_devices, timing_note
+from .devices import MAX_THREADS, DeviceProfile, announce, get_device, list_devices, timing_note
 from .runner import LatencyStats
 from .transport import run_local
 
@@ -36,6 +36,36 @@ class BenchConfig:
     input_shape: tuple[int, ...] | None = None  # for a model whose graph leaves a dimension open
     timeout: float = 1800.0
     keep: bool = False          # on a board over ssh: leave what was pushed there (the next bench skips it)
+
+    def __post_init__(self) -> None:
+        threads = self.threads
+        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                        and 1 <= threads <= MAX_THREADS):
+            raise EdgeticketError(f"--threads {threads!r} is not a whole number from 1 to {MAX_THREADS}",
+                                  hint="leave it out for the profile's own threads, or pass e.g. --threads 4")
+
+
+def thread_limit() -> int:
+    """The most threads a bench here may run: 4 per CPU (beyond the cores, threads only add contention)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, profile: DeviceProfile | None = None) -> None:
+    """A --threads override is bounded by this machine's CPUs. A board over ssh is not this machine, and its CPUs
+    are known only once it is probed: there only BenchConfig's MAX_THREADS applies."""
+    if threads is None or (profile is not None and profile.ssh):
+        return
+    if threads > thread_limit():
+        raise EdgeticketError(f"--threads {threads} is more than 4 per CPU of this machine ({os.cpu_count()} CPUs, "
+                              f"so at most {thread_limit()})",
+                              hint=f"pass --threads {os.cpu_count()} or fewer: more threads than cores only slows "
+                                   "the timing")
+
+
+def result_name(profile: DeviceProfile, threads: int) -> str:
+    """The name a result is recorded under: the profile's, or `PROFILE@Nt` when --threads overrode its threads,
+    so MODEL.PROFILE.bench.json always holds what the profile itself measures."""
+    return profile.name if threads == profile.threads else f"{profile.name}@{threads}t"
 
 
 @dataclass
@@ -79,6 +109,9 @@ class BenchResult:
     note: str = ""
     host: dict = field(default_factory=dict)     # the CPU the runtime ran on: model, arch, relevant flags
     profile_path: str = ""          # the TOML the profile came from
+    profile: str = ""               # the profile's name (`device` is PROFILE@Nt when --threads overrode its threads)
+    profile_threads: int | None = None  # the profile's own threads
+    threads_overridden: bool = False    # `threads` came from --threads, not from the profile
     modules: dict = field(default_factory=dict)  # whether torch / edgeticket were loaded in the runner
     transport: str = "local"        # local | ssh
     board: dict = field(default_factory=dict)    # over ssh: the probe (CPU, governor, temperature...), what was pushed
@@ -234,7 +267,9 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
     the torch-free runner in its own process."""
     path = checked_model(path)
     profile = get_device(profile) if isinstance(profile, str) else profile
-    if config.threads:
+    own = profile
+    if config.threads is not None:
+        check_threads(config.threads, profile)
         profile = replace(profile, threads=config.threads)
     runtime = artifact_runtime(path, profile)
     if runtime.name != profile.runtime:
@@ -280,14 +315,15 @@ def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t"
              None if metadata else "foreign model: pixels in [0, 1] at batch 1" + (
                  f"; {data.name} images resized to {shape[2]}x{shape[3]}, {shape[1]} channel(s)" if data else "")]
     memory = out["memory"]
-    return BenchResult(str(path), profile.name, profile.runtime, out["runtime_version"], profile.provider,
+    return BenchResult(str(path), result_name(own, profile.threads), profile.runtime, out["runtime_version"], profile.provider,
                        profile.threads, metadata.get("edgeticket.precision", profile.precision), shape,
                        size_on_disk(path), out["first_inference_ms"], LatencyStats(**out["latency"]),
                        memory["peak_mb"], memory["runtime_mb"], memory, **metrics, data=data.name if data else None,
                        max_abs_diff=diff, load_average={"before": load_before and list(load_before), "after": load_after},
                        timing_meaningful=timing is None, note="; ".join(filter(None, notes)), host=cpu.as_dict(),
-                       profile_path=profile.path, modules=out["modules"], transport="ssh" if profile.ssh else "local",
-                       board=board)
+                       profile_path=profile.path, profile=own.name, profile_threads=own.threads,
+                       threads_overridden=profile.threads != own.threads, modules=out["modules"],
+                       transport="ssh" if profile.ssh else "local", board=board)
 
 
 def bench_model(path: str | Path, device: str | None = None, data: str | None = None,
@@ -309,7 +345,8 @@ def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchRe
 
 
 def record_bench(result: BenchResult) -> dict:
-    """The result plus the ticket it was exported from, saved as `<model>.<device>.bench.json` for `report`."""
+    """The result plus the ticket it was exported from, saved as `<model>.<device>.bench.json` for `report` (the
+    device is PROFILE@Nt for a --threads override: the profile's own result is not overwritten)."""
     meta = known_metadata(Path(result.model))
     record = {**result.as_dict(), "ticket_sha256": meta.get("edgeticket.ticket_sha256", ""),
               "provenance": json.loads(meta.get("edgeticket.provenance", "{}"))}

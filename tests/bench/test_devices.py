@@ -143,6 +143,12 @@ def test_a_shadowing_profile_is_announced_once_and_recorded(user_devices, tmp_pa
     (PROFILE.format(threads=1).replace("fp32", "fp8"), "precision"),
     (PROFILE.format(threads=1).replace('"onnxruntime"', '["onnxruntime"]'), "runtime"),
     (PROFILE.format(threads=1) + "stands_for = 3\n", "stands_for"),
+    (PROFILE.format(threads=100000), "threads"),  # ran for over 10 minutes when benched
+    (PROFILE.format(threads=257), "threads"),
+    (PROFILE.format(threads=1) + "round_to = 100000\n", "round_to"),
+    (PROFILE.format(threads=1) + 'round_to = "8"\n', "round_to"),
+    (PROFILE.format(threads=1).replace("fp32", "fp64"), "precision"),
+    (PROFILE.format(threads=1) + 'name = "other"\n', "name"),
 ])
 def test_a_broken_user_profile_fails_only_when_used_naming_file_and_key(user_devices, body, key):
     (user_devices / "mine.toml").write_text(body)
@@ -286,3 +292,17 @@ def test_the_readmes_profile_example_reads(user_devices):
     (user_devices / "rpi4.toml").write_text(readme[start:readme.index("```", start)])
     rpi4 = get_device("rpi4")
     assert (rpi4.runtime, rpi4.threads, rpi4.round_to) == ("onnxruntime", 4, 8)
+
+
+def test_benching_a_broken_profile_names_its_file_and_key(user_devices, small_checkpoint, tmp_path, runner):
+    from edgeticket.export import export_onnx
+    from edgeticket.models.checkpoints import load_checkpoint
+    export_onnx(load_checkpoint(small_checkpoint, "small_resnet"), tmp_path / "m.onnx")
+    (user_devices / "mine.toml").write_text(PROFILE.format(threads=1000))
+    listed = json.loads(runner.invoke(app, ["devices", "--json"]).stdout)
+    mine = {r["name"]: r for r in listed["devices"]}["mine"]
+    assert not mine["available"] and "key 'threads'" in mine["error"] and "1000" in mine["error"]
+    result = runner.invoke(app, ["bench", str(tmp_path / "m.onnx"), "--device", "mine", "--runs", "1",
+                                 "--warmup", "0", "--seconds", "0"])
+    assert result.exit_code == 1 and "mine.toml: key 'threads'" in result.output
+    assert not list(tmp_path.glob("m.onnx.*.bench.json"))
