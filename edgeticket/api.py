@@ -236,7 +236,9 @@ def bench(model: PathLike, *, device: str | None = None, data: str | None = None
     there). `data` defaults to the target the model was finetuned on; a foreign ONNX is benched from its graph
     (`input_shape` "1,3,224,224" where it leaves a dimension open)."""
     from .bench import BenchConfig
-    from .bench.run import bench_model, parse_shape, record_bench
+    from .bench.run import bench_model, check_record_writable, parse_shape, record_bench
+    if save:
+        check_record_writable(model)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
     config = BenchConfig(runs=runs, warmup=warmup, seconds=seconds, threads=threads, images=images,
                          input_shape=tuple(shape) if shape else None, keep=keep)

@@ -282,7 +282,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
         from .host import cpu_info
         return device_rows(f"{model.name} on every device profile, here: {cpu_info().describe()}", rows)
     from . import api
-    from .bench.run import record_bench
+    from .bench.run import check_record_writable, record_bench
+    check_record_writable(model)
     result = api.bench(model, device=device, data=data, runs=runs, warmup=warmup, seconds=seconds, threads=threads,
                        images=images, input_shape=input_shape, keep=keep, save=False)
     record = record_bench(result)  # MODEL.DEVICE.bench.json, for `report`

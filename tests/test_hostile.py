@@ -295,3 +295,17 @@ def test_a_device_profiles_strings_are_cleaned_when_read(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGETICKET_DEVICES", str(tmp_path))
     profile = get_device("board")
     assert profile.stands_for == "a board]0;PWNED[2J fake row"
+
+
+def test_bench_refuses_a_read_only_folder_before_benching(tmp_path, monkeypatch, runner):
+    import os
+
+    from edgeticket import fileio
+    from edgeticket.bench import run
+    from edgeticket.cli import app
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    real_access = os.access
+    monkeypatch.setattr(fileio.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    monkeypatch.setattr(run, "bench_model", lambda *args, **kwargs: pytest.fail("benched before the check"))
+    result = runner.invoke(app, ["bench", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and f"cannot write {tmp_path}/m.onnx.bench.json: {tmp_path} is" in result.output

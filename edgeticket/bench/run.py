@@ -17,7 +17,8 @@ import torch
 from ..data import DataConfig, TensorImages, load_dataset
 from ..errors import EdgeticketError
 from ..export import NoMetadata, artifact_metadata
-from ..fileio import size_on_disk, write_json
+from ..fileio import check_writable, size_on_disk, write_json
+from ..text import clean
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
@@ -344,11 +345,17 @@ def bench_onnx(path: str | Path, config: BenchConfig = BenchConfig()) -> BenchRe
     return bench_artifact(path, "ort-cpu-1t", config)
 
 
+def check_record_writable(model: str | Path) -> None:
+    """Before benching: the folder that will hold MODEL.DEVICE.bench.json takes new files (a read-only folder
+    failed only after the whole run)."""
+    check_writable(Path(f"{model}.bench.json"))
+
+
 def record_bench(result: BenchResult) -> dict:
     """The result plus the ticket it was exported from, saved as `<model>.<device>.bench.json` for `report` (the
     device is PROFILE@Nt for a --threads override: the profile's own result is not overwritten)."""
     meta = known_metadata(Path(result.model))
     record = {**result.as_dict(), "ticket_sha256": meta.get("edgeticket.ticket_sha256", ""),
-              "provenance": json.loads(meta.get("edgeticket.provenance", "{}"))}
+              "provenance": clean(json.loads(meta.get("edgeticket.provenance", "{}")))}
     write_json(record, f"{result.model}.{result.device}.bench.json")
     return record
