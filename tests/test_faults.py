@@ -268,6 +268,11 @@ def in_private_mount(script: str, folder: Path, mount: str) -> subprocess.Comple
                           text=True, timeout=300)
 
 
+def new_folder(path):
+    path.mkdir()
+    return path
+
+
 @pytest.fixture
 def mountable(tmp_path):
     if not shutil.which("unshare"):
@@ -280,9 +285,7 @@ def mountable(tmp_path):
 
 @pytest.mark.slow
 def test_a_read_only_output_folder_is_refused_before_the_work(ticket_file, tmp_path, mountable):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    cli = f"{sys.executable} -m edgeticket"
+    folder, cli = new_folder(tmp_path / "ro"), f"{sys.executable} -m edgeticket"
     result = in_private_mount(f"{cli} export {ticket_file} -o {folder}/x.onnx; echo rc=$?; "
                               f"{cli} pretrain --arch small_resnet --data digits --epochs 1 -o {folder}/sub/p.ticket; "
                               f"echo rc=$?", folder, "ro")
@@ -295,9 +298,7 @@ def test_a_read_only_output_folder_is_refused_before_the_work(ticket_file, tmp_p
 
 @pytest.mark.slow
 def test_a_full_disk_is_named_and_leaves_nothing(ticket_file, tmp_path, mountable):
-    folder = tmp_path / "small"
-    folder.mkdir()
-    cli = f"{sys.executable} -m edgeticket"
+    folder, cli = new_folder(tmp_path / "small"), f"{sys.executable} -m edgeticket"
     result = in_private_mount(f"{cli} draw {ticket_file} --sparsity 0.5 -o {folder}/t.ticket; echo rc=$?; "
                               f"{cli} export {ticket_file} -o {folder}/x.onnx; echo rc=$?; ls -A {folder}",
                               folder, "tmpfs:256k")
