@@ -89,13 +89,6 @@ def command(example: str) -> Callable:
     return decorate
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM and SIGINT during a command (edgeticket/signals.py): KeyboardInterrupt, unless an output is being
-    renamed into place (then right after) or the command has returned."""
-    from .signals import handle
-    handle(signum, frame)
-
-
 def fail(message: str, hint: str | None) -> None:
     """One line on stderr (under --json: one JSON document on stdout), exit status 1."""
     from rich.text import Text
@@ -168,9 +161,9 @@ DrawData = Annotated[Optional[str], typer.Option(help="imp, a-imp, lmp: the data
 def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")],
          method: Annotated[str, typer.Option(help="omp | imp | a-imp | lmp")] = "omp",
          pattern: Annotated[str, typer.Option(help="channel (physically removed) | unstructured | row | kernel")] = "channel",
-         sparsity: Annotated[Optional[float], typer.Option(callback=finite(), help="channel: fraction of channels removed per layer; "
-                                                                "others: fraction of weights removed. Default 0.5; "
-                                                                "with --max-latency-ms a floor, default none.")] = None,
+         sparsity: Annotated[Optional[float], typer.Option(
+             callback=finite(), help="channel: fraction of channels removed per layer; others: fraction of weights "
+                                     "removed. Default 0.5; with --max-latency-ms a floor, default none.")] = None,
          scope: Annotated[str, typer.Option(help="layerwise | global")] = "layerwise",
          include_first_last: Annotated[bool, typer.Option(help="Also mask the first conv and the classifier.")] = False,
          round_to: Annotated[Optional[int], typer.Option(min=1, help="channel: keep a multiple of N channels per "
@@ -180,12 +173,12 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
          device: Annotated[Optional[str], typer.Option(help="Device profile whose round_to the channels follow, and "
                                                             "where --max-latency-ms is measured (see `edgeticket "
                                                             "devices`).")] = None,
-         max_latency_ms: Annotated[Optional[float], typer.Option(callback=finite(), help="channel omp, imp, a-imp: prune until the "
-                                                                      "ticket runs in this many ms (p50) on --device: "
-                                                                      "a cached latency table predicts, export and "
-                                                                      "bench check.")] = None,
+         max_latency_ms: Annotated[Optional[float], typer.Option(
+             callback=finite(), help="channel omp, imp, a-imp: prune until the ticket runs in this many ms (p50) on "
+                                     "--device: a cached latency table predicts, export and bench check.")] = None,
          on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
-         rate: Annotated[float, typer.Option(callback=finite(), help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
+         rate: Annotated[float, typer.Option(callback=finite(),
+                                             help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
          epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
                                                          "learning.")] = 1,
          lr: Annotated[float, typer.Option(help="imp, a-imp, lmp: learning rate while drawing.")] = 0.01,
