@@ -197,9 +197,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target)
-        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target), suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
+        with signals.critical():  # a signal between making the temp file and naming it would leave it behind
+            fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target), suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other written file
         yield tmp_path
         with signals.critical():
@@ -222,7 +223,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
+        with signals.critical():
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         yield staging
         retired = target.with_name(f"{staging_prefix(target)}old")
