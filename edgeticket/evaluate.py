@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from .attacks import AttackConfig
-from .data import DataConfig, ImageSplits, TensorImages, load_dataset
+from .data import DataConfig, ImageSplits, TensorImages, check_classes, load_dataset
 from .errors import EdgeticketError
 from .console import warn
 from .fileio import check_output, sha256_file, size_on_disk, write_json
 from .models.checkpoints import load_checkpoint
 from .metrics import TableRow, adversarial_accuracy, map_batches, predict, table_row
+from .export import exported_provenance
 from .runtimes import Runtime, runtime_for_path
 from .tickets.stats import measure
 
@@ -73,13 +74,10 @@ def load_splits(config: EvalConfig, channels: int, size: int, name: str | None =
     return load_dataset(DataConfig(name or config.data, config.data_root, image_size=size, channels=channels))
 
 
-def check_classes(model: str, class_names: list[str], splits: ImageSplits) -> None:
-    """A model evaluated on a dataset with another number of classes scores 0% or crashes: refuse it. The same
-    number under other names is only a warning (a model finetuned on renamed labels)."""
-    if len(class_names) != len(splits.class_names):
-        raise EdgeticketError(f"{model} predicts {len(class_names)} classes but {splits.name} has "
-                              f"{len(splits.class_names)}",
-                              hint="evaluate on the dataset the model was finetuned on (see `edgeticket inspect`)")
+def check_target(model: str, class_names: list[str], splits: ImageSplits) -> None:
+    """Another number of classes is refused; the same number under other names is only a warning (a model
+    finetuned on renamed labels)."""
+    check_classes(model, len(class_names), splits.name, len(splits.class_names))
     if list(class_names) != list(splits.class_names) and class_names != [str(i) for i in range(len(class_names))]:
         warn(f"{model}'s class names ({', '.join(class_names[:3])}, ...) are not {splits.name}'s "
              f"({', '.join(splits.class_names[:3])}, ...): the labels are compared by index")
@@ -104,7 +102,7 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     ticket = load_checkpoint(path)
     channels, size = ticket.input_size[0], ticket.input_size[-1]
     splits = load_splits(config, channels, size)
-    check_classes(Path(path).name, ticket.class_names, splits)
+    check_target(Path(path).name, ticket.class_names, splits)
     model = ticket.deployable()
     logits = predict(model, splits.test, config.batch_size, f"test {splits.name}")
     attack = config.attack_config()
@@ -117,17 +115,6 @@ def evaluate_ticket(path: str | Path, config: EvalConfig) -> EvalResult:
     return EvalResult(str(path), "torch", splits.name, len(splits.test), config.ood, image_count(ood), attack.label,
                       table_row(logits, splits.test.labels, adv, ood_logits), note, sha256_file(path),
                       ticket.provenance.to_dict(), measure(ticket.build_model(), ticket).as_dict())
-
-
-def exported_provenance(path: Path, meta: dict[str, str]) -> dict:
-    """The ticket's provenance that export wrote into the model's metadata, checked and cleaned as a ticket's is."""
-    from .ticket import Provenance
-    try:
-        return Provenance.from_dict(json.loads(meta.get("edgeticket.provenance", "{}"))).to_dict()
-    except (json.JSONDecodeError, EdgeticketError) as error:
-        reason = error.message if isinstance(error, EdgeticketError) else "it is not JSON"
-        raise EdgeticketError(f"{path.name}: the provenance in its metadata is unreadable ({reason})",
-                              hint="export it again from its ticket") from None
 
 
 def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalResult:
@@ -143,7 +130,7 @@ def evaluate_exported(path: Path, runtime: Runtime, config: EvalConfig) -> EvalR
         raise EdgeticketError(f"cannot evaluate {path.name} here: {reason}", hint="evaluate its .ticket instead")
     model = runtime.open_model(path, runtime.check_provider, 2, meta.get("edgeticket.precision", "fp32"))
     splits = load_splits(config, channels, size)
-    check_classes(path.name, json.loads(meta.get("edgeticket.class_names", "[]")), splits)
+    check_target(path.name, json.loads(meta.get("edgeticket.class_names", "[]")), splits)
     logits = exported_logits(model, splits.test, config.batch_size, f"test {splits.name}")
     ood = load_ood(config, channels, size)
     ood_logits = exported_logits(model, ood, config.batch_size, f"OOD {config.ood}") if ood is not None else None

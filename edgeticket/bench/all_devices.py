@@ -19,7 +19,7 @@ from ..models.checkpoints import load_checkpoint
 from ..runtimes import get_runtime, runtime_for_path
 from ..ticket import Ticket
 from .devices import BrokenProfile, DeviceProfile, announce_shadowing, list_devices, unavailable_reason
-from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_classes, check_threads, record_bench
+from .run import BenchConfig, BenchResult, TargetData, bench_artifact, check_threads, record_bench
 from .transport import BoardUnreachable
 
 

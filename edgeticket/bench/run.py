@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataConfig, TensorImages, load_dataset
+from ..data import DataConfig, TensorImages, check_classes, load_dataset
 from ..errors import EdgeticketError
-from ..export import NoMetadata, artifact_metadata
+from ..export import NoMetadata, artifact_metadata, exported_provenance
 from ..fileio import check_writable, size_on_disk, write_json
-from ..text import clean
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
@@ -255,12 +254,6 @@ def metadata_target(metadata: dict[str, str]) -> str | None:
     return json.loads(metadata.get("edgeticket.provenance") or "{}").get("target")
 
 
-def check_classes(model: str, predicted: int | None, data: str, expected: int) -> None:
-    if predicted is not None and predicted != expected:
-        raise EdgeticketError(f"{model} predicts {predicted} classes but {data} has {expected}",
-                              hint="bench on the dataset the model was trained for (--data NAME), or without --data")
-
-
 def bench_artifact(path: str | Path, profile: DeviceProfile | str = "ort-cpu-1t", config: BenchConfig = BenchConfig(),
                    data: TargetData | None = None,
                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> BenchResult:
@@ -356,6 +349,6 @@ def record_bench(result: BenchResult) -> dict:
     device is PROFILE@Nt for a --threads override: the profile's own result is not overwritten)."""
     meta = known_metadata(Path(result.model))
     record = {**result.as_dict(), "ticket_sha256": meta.get("edgeticket.ticket_sha256", ""),
-              "provenance": clean(json.loads(meta.get("edgeticket.provenance", "{}")))}
+              "provenance": exported_provenance(Path(result.model), meta)}
     write_json(record, f"{result.model}.{result.device}.bench.json")
     return record

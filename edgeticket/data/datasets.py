@@ -221,6 +221,14 @@ def _resize(images: TensorImages, size: int | None, channels: int | None, chunk:
     return TensorImages(torch.cat([convert(x) for x in torch.split(images.images, chunk)]), images.labels)
 
 
+def check_classes(model: str, predicted: int | None, data: str, expected: int) -> None:
+    """A model on data with another number of classes scores 0% or crashes on a label past its outputs."""
+    if predicted is not None and predicted != expected:
+        raise EdgeticketError(f"{model} predicts {predicted} classes but {data} has {expected}",
+                              hint="use the dataset the model was finetuned on (--data NAME; `edgeticket inspect` "
+                                   "shows it), or bench without --data")
+
+
 def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """`count` indices with the class proportions of `labels`, drawn with a fixed seed."""
     from sklearn.model_selection import train_test_split

@@ -12,7 +12,7 @@ from ..errors import EdgeticketError
 from ..fileio import atomic_dir, atomic_path, size_on_disk, write_json
 from ..signals import critical
 from ..runtimes import Runtime, list_runtimes, runtime_for_format, runtime_for_path, runtime_for_suffix
-from .checks import ExportCheckFailed, ExportReport, check_fp32, metadata  # noqa: F401
+from .checks import ExportCheckFailed, ExportReport, check_fp32, exported_provenance, metadata  # noqa: F401
 from .onnx import read_metadata  # noqa: F401
 
 META = "metadata.json"  # in a folder artifact; a file's goes beside it as <file>.json

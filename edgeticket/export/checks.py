@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from .. import __version__
 from ..errors import EdgeticketError
-from ..ticket import Ticket
+from ..ticket import Provenance, Ticket
 
 # each runtime's fp32 tolerance (atol, rtol) on logits is its TOLERANCE, with why (edgeticket/runtimes/);
 # a runtime asked for fp16 (ncnn's fp16 storage and arithmetic, a TensorRT fp16 engine): ncnn's fp16 path on
@@ -65,6 +66,19 @@ def check_fp32(fmt: str, run: Callable[[np.ndarray], np.ndarray], ticket: Ticket
         raise ExportCheckFailed(f"{fmt} parity check failed: max |runtime - torch| = {diff:.2e} > {limit:.1e}",
                                 hint=hint)
     return diff, limit
+
+
+def exported_provenance(path: Path, meta: dict[str, str]) -> dict:
+    """The ticket's provenance that `metadata` wrote into an export, checked and cleaned as a ticket's is (a
+    foreign model's is empty)."""
+    if "edgeticket.provenance" not in meta:
+        return {}
+    try:
+        return Provenance.from_dict(json.loads(meta["edgeticket.provenance"])).to_dict()
+    except (json.JSONDecodeError, EdgeticketError) as error:
+        reason = error.message if isinstance(error, EdgeticketError) else "it is not JSON"
+        raise EdgeticketError(f"{path.name}: the provenance in its metadata is unreadable ({reason})",
+                              hint="export it again from its ticket") from None
 
 
 def metadata(ticket: Ticket, ticket_sha256: str | None, precision: str = "fp32") -> dict[str, str]:
