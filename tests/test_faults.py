@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeticket import fileio, signals
-from edgeticket.fileio import atomic_path, command_temp, sweep_temp, temp_root, write_text
+from edgeticket.fileio import command_temp, sweep_temp, temp_root, write_text
 from edgeticket.models.checkpoints import load_checkpoint
 
 

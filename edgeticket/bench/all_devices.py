@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..console import progress_bar
-from ..data import DataConfig, ImageSplits, load_dataset
+from ..data import DataConfig, ImageSplits, check_classes, load_dataset
 from ..errors import EdgeticketError
 from ..export import ExportCheckFailed, export
 from ..export.checks import FP16_TOLERANCE, allowed_difference, parity_inputs
