@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import __version__
-from .config import FINETUNE, PRETRAIN
+from .config import FINETUNE, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, MAX_BENCH_WARMUP, PRETRAIN
 from .console import console, emit_json, info, set_mode
 from .errors import EdgeticketError, NeedsPickle
 
@@ -41,7 +41,7 @@ TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a check
 
 def finite(low: float | None = None, high: float | None = None) -> Callable:
     """A float option's check: NaN and infinity are not numbers of seconds or fractions (typer's own range check
-    called `nan` "not <= 600")."""
+    called `nan` "not <= 600"). The API's configs check the same bounds."""
     def check(value: float | None) -> float | None:
         if value is None:
             return value
@@ -248,10 +248,11 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           all_devices: Annotated[bool, typer.Option("--all-devices", help="Export and bench TICKET on every profile.")] = False,
           out: Annotated[Optional[Path], typer.Option(help="Folder for --all-devices exports (default: beside TICKET).")] = None,
           threads: Annotated[Optional[int], typer.Option(min=1, help="Override the profile's threads.")] = None,
-          runs: Annotated[int, typer.Option(min=1, max=100_000, help="Timed runs, at least.")] = 100,
-          warmup: Annotated[int, typer.Option(min=0, max=10_000, help="Untimed warm-up runs.")] = 10,
-          seconds: Annotated[float, typer.Option(callback=finite(0, 600), help="Time for at least this long "
-                                                                                  "(up to 600 s).")] = 1.0,
+          runs: Annotated[int, typer.Option(min=1, max=MAX_BENCH_RUNS, help="Timed runs, at least.")] = 100,
+          warmup: Annotated[int, typer.Option(min=0, max=MAX_BENCH_WARMUP, help="Untimed warm-up runs.")] = 10,
+          seconds: Annotated[float, typer.Option(callback=finite(0, MAX_BENCH_SECONDS),
+                                                 help=f"Time for at least this long (up to {MAX_BENCH_SECONDS:g} "
+                                                      "s).")] = 1.0,
           images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
               help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,

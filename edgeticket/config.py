@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from .errors import EdgeticketError
 
 KINDS = ("none", "l2", "linf", "noise")
+# a bench's bounds (BenchConfig checks them; the CLI and sweep TOMLs refuse beyond them before any work)
+MAX_BENCH_RUNS, MAX_BENCH_WARMUP, MAX_BENCH_SECONDS = 100_000, 10_000, 600.0
 
 
 def _number(text: str) -> float:

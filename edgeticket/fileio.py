@@ -50,9 +50,7 @@ def check_output(path: str | os.PathLike, *inputs: str | os.PathLike, folder: bo
 def check_writable(target: Path) -> None:
     """The output's folder (or the nearest one that exists: the rest is created) takes new files. os.access
     answers for the real user and sees a read-only mount even for root; write time catches what it cannot."""
-    folder = Path(os.path.abspath(target)).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(Path(os.path.abspath(target)).parent)
     if not folder.is_dir():
         raise EdgeticketError(f"cannot write {target}: {folder} is not a folder", hint="name another path with -o")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -146,11 +144,16 @@ def write_error(error: BaseException, target: Path, staged: Path | None) -> Edge
     return None
 
 
-def free_bytes(folder: Path, default: int) -> int:
+def nearest_existing(folder: Path) -> Path:
+    """`folder`, or its nearest ancestor that exists (a write creates the rest)."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    return folder
+
+
+def free_bytes(folder: Path, default: int) -> int:
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(nearest_existing(folder)).free
     except OSError:
         return default
 

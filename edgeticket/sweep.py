@@ -28,6 +28,7 @@ from pathlib import Path
 from . import __version__
 from .attacks import AttackConfig
 from .bench import BenchConfig, bench_onnx, record_bench
+from .config import MAX_BENCH_RUNS, MAX_BENCH_SECONDS
 from .console import info, progress_bar, progress_console
 from .data import DataConfig, load_dataset
 from .data.datasets import DATASETS
@@ -87,8 +88,8 @@ class SweepConfig:
     attack_steps: int = bounded(20, least=1)
     adv_images: int = bounded(599, least=1)
     deploy: bool = True  # export each cell to ONNX, evaluate it in onnxruntime and bench it
-    bench_runs: int = bounded(200, least=1, most=100_000)
-    bench_seconds: float = bounded(2.0, least=0, most=600)
+    bench_runs: int = bounded(200, least=1, most=MAX_BENCH_RUNS)
+    bench_seconds: float = bounded(2.0, least=0, most=MAX_BENCH_SECONDS)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "SweepConfig":

@@ -98,7 +98,7 @@ def user_dirs() -> list[Path]:
     return env + [config, Path.cwd() / "devices"]
 
 
-def _positive_int(value: object) -> bool:
+def positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -120,7 +120,7 @@ def _problem(raw: dict) -> tuple[str, str] | None:
         return "provider", (f"unknown provider {raw['provider']!r} for {raw['runtime']} "
                             f"(known: {', '.join(runtime.providers)})")
     for key, most in (("threads", MAX_THREADS), ("round_to", MAX_ROUND_TO)):
-        if key in raw and not (_positive_int(raw[key]) and raw[key] <= most):
+        if key in raw and not (positive_int(raw[key]) and raw[key] <= most):
             return key, f"must be a whole number from 1 to {most}, not {raw[key]!r}"
     if raw["precision"] not in runtime.precisions:
         return "precision", (f"unknown precision {raw['precision']!r} for {raw['runtime']} "
@@ -140,7 +140,7 @@ def _ssh_problem(table: object) -> tuple[str, str] | None:
         return "ssh.host", "missing: the board's name or address"
     if table["host"].startswith("-") or any(c.isspace() or c in "@/" for c in table["host"]):
         return "ssh.host", f"{table['host']!r} is not a host name or address (the user goes in ssh.user)"
-    if "port" in table and not (_positive_int(table["port"]) and table["port"] <= 65535):
+    if "port" in table and not (positive_int(table["port"]) and table["port"] <= 65535):
         return "ssh.port", f"must be a port number, 1 to 65535, not {table['port']!r}"
     for key in ("user", "identity", "known_hosts", "python", "workdir"):
         if key in table and not (isinstance(table[key], str) and table[key].strip()):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import MAX_BENCH_RUNS, MAX_BENCH_SECONDS, MAX_BENCH_WARMUP
 from ..data import DataConfig, TensorImages, check_classes, load_dataset
 from ..errors import EdgeticketError
 from ..export import NoMetadata, artifact_metadata, exported_provenance
@@ -21,7 +22,7 @@ from ..fileio import check_writable, size_on_disk, write_json
 from ..host import CpuInfo, parse_cpuinfo
 from ..metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from ..runtimes import Runtime, get_runtime, list_runtimes, runtime_for_path
-from .devices import MAX_THREADS, DeviceProfile, announce, get_device, list_devices, timing_note
+from .devices import MAX_THREADS, DeviceProfile, announce, get_device, list_devices, positive_int, timing_note
 from .runner import LatencyStats
 from .transport import run_local
 
@@ -38,11 +39,17 @@ class BenchConfig:
     keep: bool = False          # on a board over ssh: leave what was pushed there (the next bench skips it)
 
     def __post_init__(self) -> None:
+        """The CLI's bounds hold for the Python API too: no endless bench, no thousands of threads."""
         threads = self.threads
-        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
-                                        and 1 <= threads <= MAX_THREADS):
+        if threads is not None and not (positive_int(threads) and threads <= MAX_THREADS):
             raise EdgeticketError(f"--threads {threads!r} is not a whole number from 1 to {MAX_THREADS}",
                                   hint="leave it out for the profile's own threads, or pass e.g. --threads 4")
+        for name, value, least, most in (("runs", self.runs, 1, MAX_BENCH_RUNS),
+                                         ("warmup", self.warmup, 0, MAX_BENCH_WARMUP),
+                                         ("seconds", self.seconds, 0, MAX_BENCH_SECONDS)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and least <= value <= most):
+                raise EdgeticketError(f"--{name} {value!r} is not a number from {least} to {most:g}",
+                                      hint="bench defaults: --runs 100 --warmup 10 --seconds 1")
 
 
 def thread_limit() -> int:
