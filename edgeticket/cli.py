@@ -27,7 +27,30 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class OneLineErrors(typer.core.TyperGroup):
+    """A usage error (a bad option value, a missing argument, an unknown command) is one line, like every other
+    error: `error: MESSAGE (see `edgeticket CMD --help`)` on stderr, or one JSON document under --json; exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from typer._click.exceptions import ClickException
+        args = sys.argv[1:] if args is None else list(args)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as error:
+            code = error.exit_code
+            if type(error).__name__ != "NoArgsIsHelpError":  # `edgeticket` alone: the help, already printed
+                name = error.ctx.command_path if getattr(error, "ctx", None) else prog_name or "edgeticket"
+                show_error(error.format_message(), f"see `{name} --help`", as_json="--json" in args)
+        except typer.Abort:
+            code = 1
+            show_error("interrupted", None, as_json="--json" in args)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
                   help="Draw robust tickets from pretrained CNNs, make them small, ship them to edge runtimes.")
 
@@ -91,16 +114,21 @@ def command(example: str) -> Callable:
 
 def fail(message: str, hint: str | None) -> None:
     """One line on stderr (under --json: one JSON document on stdout), exit status 1."""
+    from .console import mode
+    show_error(message, hint, mode.json)
+    raise typer.Exit(1)
+
+
+def show_error(message: str, hint: str | None, as_json: bool) -> None:
     from rich.text import Text
 
-    from .console import error_console, mode
+    from .console import error_console
     from .text import one_line
-    if mode.json:
-        emit_json({"error": message, "hint": hint})
+    if as_json:
+        emit_json({"error": one_line(message), "hint": one_line(hint) if hint else hint})
     else:
         error_console.print(Text.assemble(("error: ", "bold red"), one_line(message),
                                           (f" ({one_line(hint)})" if hint else "", "dim")))
-    raise typer.Exit(1)
 
 
 @app.callback(invoke_without_command=True)
@@ -496,24 +524,8 @@ def datasets(json_output: Json = False, quiet: Quiet = False) -> None:
 
 
 def run() -> None:
-    """The `edgeticket` program. Under --json even a usage error (a bad option, a missing argument) is one JSON
-    document on stdout, exit status 2, as every other error is one under --json."""
-    try:
-        from typer._click.exceptions import UsageError  # typer 0.2x vendors click
-    except ImportError:
-        from click import UsageError
-    from .text import one_line
-    if "--json" not in sys.argv[1:]:
-        return app(prog_name="edgeticket")
-    try:
-        sys.exit(app(prog_name="edgeticket", standalone_mode=False))
-    except UsageError as error:
-        name = error.ctx.command_path if error.ctx else "edgeticket"
-        emit_json({"error": one_line(error.format_message()), "hint": f"see `{name} --help`"})
-        sys.exit(2)
-    except typer.Abort:
-        emit_json({"error": "interrupted", "hint": None})
-        sys.exit(1)
+    """The `edgeticket` program (its errors, usage errors included, are one line: OneLineErrors)."""
+    app(prog_name="edgeticket")
 
 
 if __name__ == "__main__":
