@@ -423,6 +423,14 @@ def read_safetensors(path: Path) -> "dict[str, torch.Tensor]":
                               hint="the file is truncated, corrupt or of another format; copy it again") from None
 
 
+def read_text(path: Path) -> str:
+    """A config's or record's text. A FIFO, socket or device is refused before it is opened (reading one blocks or
+    never ends); a missing file or a folder is the caller's OSError to name."""
+    if isinstance(path, Path) and path.exists() and not (path.is_file() or path.is_dir()):
+        raise EdgeticketError(f"{path} is not a regular file (a FIFO, socket or device)", hint="name a file")
+    return path.read_text()
+
+
 def read_torch(path: str | os.PathLike, trust_pickle: bool = False) -> object:
     """torch.load with weights_only (no code runs from the file), and one clear error for anything unreadable."""
     path = Path(path)

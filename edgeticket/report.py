@@ -13,7 +13,7 @@ from scipy import stats
 
 from .errors import EdgeticketError
 from .runtimes import reference_runtime
-from .fileio import atomic_path, write_json, write_text
+from .fileio import atomic_path, read_text, write_json, write_text
 from .text import clean, one_line
 
 LATENCY_DEVICE = "ort-cpu-1t"  # the accuracy-vs-latency plot's device; the tables show every benched one
@@ -28,7 +28,7 @@ def read_json(path: Path) -> dict:
     """An eval/bench record or a sweep's config, its strings cleaned (`text.clean`): report.md, the plots and the
     terminal get no escape code or line break from a file."""
     try:
-        return clean(json.loads(path.read_text()))
+        return clean(json.loads(read_text(path)))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EdgeticketError(f"{path} is not readable JSON ({type(error).__name__})",
                               hint="delete it, or re-run the command that wrote it") from None

@@ -35,7 +35,7 @@ from .data.datasets import DATASETS
 from .errors import EdgeticketError
 from .evaluate import EvalConfig, evaluate
 from .export import export_onnx
-from .fileio import cache_dir, sha256_file, write_json, write_text
+from .fileio import cache_dir, read_text, sha256_file, write_json, write_text
 from .report import Report, read_json, write_report
 from .models import get_arch
 from .models.checkpoints import load_checkpoint
@@ -95,7 +95,7 @@ class SweepConfig:
     def from_toml(cls, path: str | Path) -> "SweepConfig":
         """A config from its TOML, checked key by key (type, bounds, known names) before anything runs."""
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            raw = tomllib.loads(read_text(Path(path)))
         except FileNotFoundError:
             raise EdgeticketError(f"no such sweep config: {path}", hint="see examples/sweep.toml") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

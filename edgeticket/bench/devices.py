@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..console import info
 from ..errors import EdgeticketError
+from ..fileio import read_text
 from ..host import CpuInfo, cpu_info
 from ..runtimes import get_runtime, list_runtimes, runtime_names
 from ..text import clean, one_line
@@ -151,7 +152,7 @@ def _ssh_problem(table: object) -> tuple[str, str] | None:
 def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfile:
     """A profile from its TOML; a clear error naming the file and the key when it does not read."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_text(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
         raise EdgeticketError(f"device profile {path} is not valid TOML: {error}",
                               hint="a profile looks like: " + EXAMPLE.replace("\n", "; ")) from None

@@ -1,0 +1,160 @@
+"""Run one bad-input case in-process and check the six promises (README, "Safety"):
+
+1. a non-zero exit; 2. one line of error, no traceback; 3. nothing under the case's folder created or changed
+(sha256 before and after: inputs, outputs, their folders); 4. no temp file beside the output or under the temp root;
+5. no control character in stdout, stderr or any file written; 6. no marker file from a pickle payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import shlex
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what may not reach a terminal or a file (tab, newline may)
+PLACEHOLDER = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+
+
+@dataclass
+class Case:
+    """`edgeticket ARGS` must be refused. ARGS is a shell-like line whose {kind:name} placeholders become files made
+    in the case's folder (see Harness.KINDS); `message` is a fragment the error line must contain (what was wrong)."""
+    family: str
+    args: str
+    message: str
+    files: dict[str, str] = field(default_factory=dict)  # name -> text, written into the case folder first
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}: {self.args}"
+
+
+@dataclass
+class Fixtures:
+    folder: Path  # in.ticket, model.onnx, foreign.onnx, hostile.pt, state.pt, profile.toml
+    marker: Path  # the hostile pickle's payload creates this file
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under `folder` with its kind and, for files, sha256 and mode; FIFOs are never opened."""
+    seen = {}
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        kind = ("dir" if stat.S_ISDIR(info.st_mode) else "fifo" if stat.S_ISFIFO(info.st_mode)
+                else "link" if stat.S_ISLNK(info.st_mode) else "file")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if kind == "file" else ""
+        seen[str(path.relative_to(folder))] = f"{kind} {oct(info.st_mode)} {digest}"
+    return seen
+
+
+class FifoWatch:
+    """A command that opens a FIFO for reading blocks forever: this thread notices (a writer can open it), records
+    it, and closes its end so the reader sees end-of-file instead of hanging the test run."""
+
+    def __init__(self, fifos: list[Path]):
+        self.fifos, self.opened, self.done = fifos, [], threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self) -> None:
+        while not self.done.wait(0.05):
+            for fifo in self.fifos:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    self.opened.append(fifo.name)
+                except OSError:  # no reader: fine
+                    pass
+
+    def __enter__(self):
+        if self.fifos:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+
+
+class Harness:
+    def __init__(self, fixtures: Fixtures, folder: Path, temp_root: Path):
+        self.fixtures, self.folder, self.temp_root = fixtures, folder, temp_root
+        self.fifos: list[Path] = []
+
+    # --- the files a placeholder makes: {kind} or {kind:name}
+
+    def copy(self, fixture: str, name: str | None) -> Path:
+        path = self.folder / (name or fixture)
+        if not path.exists():
+            shutil.copy(self.fixtures.folder / fixture, path)
+        return path
+
+    def make(self, kind: str, name: str | None) -> Path:
+        fixtures = {"ticket": "in.ticket", "onnx": "model.onnx", "foreign": "foreign.onnx", "hostile": "hostile.pt",
+                    "state": "state.pt", "profile": "profile.toml"}
+        if kind in fixtures:
+            return self.copy(fixtures[kind], name)
+        if kind == "case":
+            return self.folder
+        path = self.folder / name
+        if kind == "missing":
+            return path
+        if kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "dir":
+            path.mkdir(exist_ok=True)
+        elif kind == "random":
+            path.write_bytes(random.Random(name).randbytes(4096))
+        elif kind == "fifo":
+            os.mkfifo(path)
+            self.fifos.append(path)
+        elif kind in ("truncated", "flipped"):  # name: a fixture's file, e.g. {truncated:in.ticket}
+            data = (self.fixtures.folder / name).read_bytes()
+            path = self.folder / f"{kind}-{name}"
+            if kind == "truncated":
+                data = data[:len(data) // 2]
+            else:  # a byte in the middle of the file's largest stretch of tensor data
+                middle = len(data) * 3 // 4
+                data = data[:middle] + bytes([data[middle] ^ 0x40]) + data[middle + 1:]
+            path.write_bytes(data)
+        else:
+            raise KeyError(f"unknown placeholder kind {kind!r}")
+        return path
+
+    def expand(self, args: str) -> list[str]:
+        return [PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), token) for token in shlex.split(args)]
+
+    # --- the run and the six checks
+
+    def refuse(self, case: Case) -> None:
+        for name, text in case.files.items():
+            (self.folder / name).write_text(PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), text))
+        args = self.expand(case.args)
+        before = snapshot(self.folder)
+        from edgeticket.cli import app
+        started = time.monotonic()
+        with FifoWatch(self.fifos) as fifos:
+            result = CliRunner().invoke(app, args, env=case.env)
+        where = f"{case.id}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+        assert result.exit_code not in (0, None), f"accepted: {where}"  # 1
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            f"raised {result.exception!r}: {where}"  # 2: no traceback
+        error = (result.stdout if "--json" in args else result.stderr).strip()
+        assert error.count("\n") == 0 if "--json" not in args else error.startswith("{"), f"not one line: {where}"
+        assert ("--json" in args or result.stdout == "") and "Traceback" not in result.output, f"chatter: {where}"
+        assert case.message.lower() in error.lower(), f"does not say {case.message!r}: {where}"
+        assert snapshot(self.folder) == before, f"changed the files: {where}"  # 3, 4 (beside the output)
+        left = sorted(str(p) for p in self.temp_root.rglob("*")) if self.temp_root.exists() else []
+        assert left == [], f"left temp files {left}: {where}"  # 4
+        assert not CONTROL.search(result.stdout + result.stderr), f"control character: {where}"  # 5
+        assert not self.fixtures.marker.exists(), f"pickle ran code: {where}"  # 6
+        assert not fifos.opened, f"opened the FIFO {fifos.opened} for reading: {where}"
+        assert time.monotonic() - started < 30, f"took {time.monotonic() - started:.0f} s: {where}"
