@@ -213,10 +213,13 @@ def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = 
     """Write `output` for an edge runtime (any registered runtime's format: .onnx, .pte, an .ncnn folder, a
     plugin's; the format follows the suffix unless `format` says), after checking it against torch; no file is written if the check fails.
     `int8=True` (onnx) calibrates on `data` (default: the ticket's finetune target)."""
+    from .data.datasets import DATASETS
     from .export import export as run, format_for
     from .fileio import check_output, sha256_file
     from .runtimes import runtime_for_format
     fmt = format_for(output, format)
+    if data is not None:
+        DATASETS.get(data)  # before the work, with or without int8
     source = None if isinstance(ticket, Ticket) else ticket
     check_output(output, source, folder=runtime_for_format(fmt).folder)
     loaded = _ticket(ticket)

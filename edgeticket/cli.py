@@ -13,7 +13,8 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import __version__
-from .config import FINETUNE, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, MAX_BENCH_WARMUP, PRETRAIN
+from .config import (FINETUNE, MAX_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, MAX_BENCH_WARMUP, MAX_EPOCHS, MAX_IMAGE_SIZE,
+                     MAX_IMAGES, MAX_SEED, MAX_STEPS, PRETRAIN)
 from .console import console, emit_json, info, set_mode
 from .errors import EdgeticketError, NeedsPickle
 
@@ -207,9 +208,10 @@ def draw(checkpoint: Path, output: Annotated[Path, typer.Option("-o", "--output"
          on: On = "downstream", data: DrawData = None, data_root: DataRoot = None, subset: Subset = 1000,
          rate: Annotated[float, typer.Option(callback=finite(),
                                              help="imp, a-imp: fraction of what remains pruned per round.")] = 0.2,
-         epochs: Annotated[int, typer.Option(min=1, help="imp, a-imp: epochs per round; lmp: epochs of mask "
-                                                         "learning.")] = 1,
-         lr: Annotated[float, typer.Option(help="imp, a-imp, lmp: learning rate while drawing.")] = 0.01,
+         epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, help="imp, a-imp: epochs per round; lmp: "
+                                                                         "epochs of mask learning.")] = 1,
+         lr: Annotated[float, typer.Option(callback=finite(), help="imp, a-imp, lmp: learning rate while "
+                                                                  "drawing.")] = 0.01,
          attack: Annotated[str, typer.Option(help="a-imp: PGD threat model (l2:EPS | linf:EPS).")] = "l2:1.0",
          steps: Steps = 3,
          rewind: Annotated[bool, typer.Option(help="imp, a-imp: reset survivors to pretrained values each round.")] = False,
@@ -281,7 +283,8 @@ def bench(model: Annotated[Path, typer.Argument(help="An exported model, or a ti
           seconds: Annotated[float, typer.Option(callback=finite(0, MAX_BENCH_SECONDS),
                                                  help=f"Time for at least this long (up to {MAX_BENCH_SECONDS:g} "
                                                       "s).")] = 1.0,
-          images: Annotated[Optional[int], typer.Option(min=1, help="Accuracy on the first N test images.")] = None,
+          images: Annotated[Optional[int], typer.Option(min=1, max=MAX_IMAGES,
+                                                        help="Accuracy on the first N test images.")] = None,
           input_shape: Annotated[Optional[str], typer.Option(
               help="1,C,H,W for a model whose graph leaves a dimension open (a dynamic batch becomes 1).")] = None,
           keep: Annotated[bool, typer.Option("--keep", help="On a board over ssh (a profile with an ssh table), leave "
@@ -355,14 +358,14 @@ def devices(json_output: Json = False, quiet: Quiet = False) -> None:
 
 Data = Annotated[str, typer.Option("--data", help="Dataset (see `edgeticket datasets`).")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Where local dataset files are ($EDGETICKET_DATA).")]
-Subset = Annotated[Optional[int], typer.Option(min=1, help="Train on N stratified, seeded images.")]
+Subset = Annotated[Optional[int], typer.Option(min=1, max=MAX_IMAGES, help="Train on N stratified, seeded images.")]
 Mode = Annotated[str, typer.Option(help="whole | linear | last-k:K")]
 Adv = Annotated[str, typer.Option(help="none | l2:EPS | linf:EPS (8/255) | noise:SIGMA")]
-Steps = Annotated[int, typer.Option(min=1, help="PGD steps.")]
-Epochs = Annotated[int, typer.Option(min=1)]
-Lr = Annotated[float, typer.Option(help="Initial learning rate (x0.1 at 1/3 and 2/3 of the epochs).")]
-Batch = Annotated[int, typer.Option(min=1, help="Global batch size.")]
-Seed = Annotated[int, typer.Option(help="Seed for data order, subset and head.")]
+Steps = Annotated[int, typer.Option(min=1, max=MAX_STEPS, help="PGD steps.")]
+Epochs = Annotated[int, typer.Option(min=1, max=MAX_EPOCHS)]
+Lr = Annotated[float, typer.Option(callback=finite(), help="Initial learning rate (x0.1 at 1/3 and 2/3 of the epochs).")]
+Batch = Annotated[int, typer.Option(min=1, max=MAX_BATCH, help="Global batch size.")]
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for data order, subset and head.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Ticket file to write.")]
 Restart = Annotated[bool, typer.Option("--restart", help="Start over instead of resuming from OUTPUT.resume (what a "
@@ -384,7 +387,8 @@ def pretrain(output: Output, arch: Annotated[str, typer.Option(help="Architectur
              data: Data = "fashion-mnist", data_root: DataRoot = None, subset: Subset = None,
              adv: Adv = "none", steps: Steps = 3, epochs: Epochs = PRETRAIN.epochs, lr: Lr = PRETRAIN.lr,
              batch_size: Batch = PRETRAIN.batch_size,
-             image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
+             image_size: Annotated[Optional[int], typer.Option(max=MAX_IMAGE_SIZE,
+                                                               help="Input size (default: the architecture's).")] = None,
              start: Annotated[Optional[Path], typer.Option("--from", help="Continue from this checkpoint.")] = None,
              seed: Seed = 0, device: Device = "auto", restart: Restart = False, trust_pickle: TrustPickle = False,
              json_output: Json = False, quiet: Quiet = False) -> None:
@@ -432,9 +436,10 @@ def eval(model: Annotated[Path, typer.Argument(help="A ticket, or an exported .o
          data_root: DataRoot = None,
          ood: Annotated[Optional[str], typer.Option(help="OOD set for ROC-AUC: a dataset, or gaussian-noise.")] = None,
          attack: Annotated[str, typer.Option(help="none | linf:EPS | l2:EPS")] = "linf:8/255",
-         attack_steps: Annotated[int, typer.Option(min=1)] = 20,
-         adv_images: Annotated[int, typer.Option(min=1, help="Test images attacked.")] = 1000,
-         ood_images: Annotated[Optional[int], typer.Option(min=1, help="Only the first N OOD images (default: all).")] = None,
+         attack_steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS)] = 20,
+         adv_images: Annotated[int, typer.Option(min=1, max=MAX_IMAGES, help="Test images attacked.")] = 1000,
+         ood_images: Annotated[Optional[int], typer.Option(min=1, max=MAX_IMAGES,
+                                                           help="Only the first N OOD images (default: all).")] = None,
          save: Annotated[bool, typer.Option("--save/--no-save", help="Write MODEL.eval.json for `report` (metrics a "
                                                                      "run leaves out are kept from the earlier one).")] = True,
          json_output: Json = False, quiet: Quiet = False) -> None:

@@ -11,6 +11,9 @@ from .errors import EdgeticketError
 KINDS = ("none", "l2", "linf", "noise")
 # a bench's bounds (BenchConfig checks them; the CLI and sweep TOMLs refuse beyond them before any work)
 MAX_BENCH_RUNS, MAX_BENCH_WARMUP, MAX_BENCH_SECONDS = 100_000, 10_000, 600.0
+# bounds of counts: far past any real run, inside int64 and numpy's seeds (2**64 epochs overflowed in torch, and a
+# negative seed was fine for torch but not for numpy); the configs check them, the CLI refuses beyond them on parsing
+MAX_EPOCHS, MAX_STEPS, MAX_BATCH, MAX_IMAGES, MAX_IMAGE_SIZE, MAX_SEED = 100_000, 10_000, 65_536, 10**9, 4096, 2**32 - 1
 
 
 def _number(text: str) -> float:
@@ -39,8 +42,9 @@ class AttackConfig:
         if kind not in KINDS or (kind != "none" and not value):
             raise EdgeticketError(f"bad threat model '{spec}'", hint="use none, l2:EPS, linf:EPS (e.g. 8/255) or noise:SIGMA")
         eps = _number(value) if value else 0.0
-        if not math.isfinite(eps) or eps < 0 or steps < 1:
-            raise EdgeticketError(f"bad threat model '{spec}' with {steps} steps", hint="eps >= 0 and steps >= 1")
+        if not math.isfinite(eps) or eps < 0 or not 1 <= steps <= MAX_STEPS:
+            raise EdgeticketError(f"bad threat model '{spec}' with {steps} steps",
+                                  hint=f"eps >= 0 and 1 <= steps <= {MAX_STEPS}")
         if kind != "none" and eps == 0:  # it would train naturally while provenance says robust or noise
             raise EdgeticketError(f"'{spec}' has a radius of 0: it is no attack and no noise",
                                   hint="use none for natural training, or a radius above 0 (l2:1.0, noise:0.25)")
@@ -70,9 +74,13 @@ class TrainConfig:
     batchnorm_images: int = 2048                # BatchNorm statistics re-estimated on this many training inputs
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+        if not (1 <= self.epochs <= MAX_EPOCHS and 1 <= self.batch_size <= MAX_BATCH
+                and math.isfinite(self.lr) and self.lr > 0):
             raise EdgeticketError(f"epochs, batch size and lr must be positive and finite (got {self.epochs}, "
-                                  f"{self.batch_size}, {self.lr})", hint="e.g. --epochs 30 --lr 0.05")
+                                  f"{self.batch_size}, {self.lr})",
+                                  hint=f"e.g. --epochs 30 --lr 0.05 (at most {MAX_EPOCHS} epochs, batches of {MAX_BATCH})")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise EdgeticketError(f"seed {self.seed} is outside 0 to {MAX_SEED}", hint="e.g. --seed 0")
         if self.batchnorm_images < 0:
             raise EdgeticketError("batchnorm_images must be >= 0", hint="0 keeps the running averages")
         if not (self.mode in ("whole", "linear") or self.mode.startswith("last-k:")):

@@ -13,6 +13,7 @@ import torch
 
 from .attacks import AttackConfig
 from .data import DataConfig, ImageSplits, TensorImages, check_classes, load_dataset
+from .data.datasets import DATASETS
 from .errors import EdgeticketError
 from .console import warn
 from .fileio import check_output, sha256_file, size_on_disk, write_json
@@ -35,6 +36,10 @@ class EvalConfig:
     batch_size: int = 256
 
     def validate(self) -> None:
+        """Before any work: a bad --attack or --ood used to be found after the test pass (or the PGD one)."""
+        self.attack_config()
+        if self.ood is not None:
+            DATASETS.get(self.ood)
         if self.ood_images is not None and self.ood_images < 1:
             raise EdgeticketError(f"--ood-images {self.ood_images} is below 1", hint="leave it out for every OOD image")
         if self.ood_images is not None and not self.ood:

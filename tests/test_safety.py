@@ -80,11 +80,12 @@ def test_nan_weights_are_refused_with_the_tensor_named(small_checkpoint, tmp_pat
         load_checkpoint(tmp_path / "nan.pt", "small_resnet")
 
 
-@pytest.mark.parametrize("args, message", [(["--lr", "nan"], "finite"), (["--adv", "l2:nan"], "bad threat model"),
-                                           (["--adv", "linf:inf"], "bad threat model")])
-def test_non_finite_options_are_refused(ticket_file, args, message):
+@pytest.mark.parametrize("args, code, message", [(["--lr", "nan"], 2, "nan is not a finite number"),
+                                                 (["--adv", "l2:nan"], 1, "bad threat model"),
+                                                 (["--adv", "linf:inf"], 1, "bad threat model")])
+def test_non_finite_options_are_refused(ticket_file, args, code, message):
     result = edgeticket("finetune", ticket_file, "--epochs", "1", "-o", ticket_file.parent / "o.ticket", *args)
-    assert result.returncode == 1 and message in result.stderr and not (ticket_file.parent / "o.ticket").exists()
+    assert result.returncode == code and message in result.stderr and not (ticket_file.parent / "o.ticket").exists()
 
 
 def test_a_diverging_run_stops_with_its_epoch_named(small_checkpoint):

@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..config import AttackConfig
+from ..config import AttackConfig, TrainConfig
 from ..data import DataConfig, load_dataset
 from ..errors import EdgeticketError
 from ..masks import apply_masks, masked_sparsity, prunable_weights
@@ -76,8 +76,9 @@ class DrawConfig:
             raise EdgeticketError(f"unknown --on '{self.training.on}'", hint="choose downstream or upstream")
         if not 0 < self.training.rate < 1:
             raise EdgeticketError(f"--rate {self.training.rate} is outside (0, 1)", hint="0.2 prunes 20% per round")
-        if self.method == "a-imp":
-            AttackConfig.parse(self.training.attack, self.training.steps)
+        # checked for every method: a typo in an option omp ignores is still a typo
+        AttackConfig.parse(self.training.attack, self.training.steps)
+        TrainConfig(epochs=self.training.epochs, lr=self.training.lr, seed=self.training.seed).validate()
 
 
 BUDGET_METHODS = ("omp", "imp", "a-imp")  # the ones that prune by magnitude, where a latency budget can steer
