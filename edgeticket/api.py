@@ -95,10 +95,9 @@ def pretrain(arch: str = "small_resnet", data: str = "fashion-mnist", *, adv: st
     `restart`).
     The test accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
-    from .fileio import check_output
     from .models import get_arch
     if output:
-        check_output(output, None if isinstance(start, Ticket) else start)
+        _check_ticket_output(output, start)
     config = _train_config(PRETRAIN, "whole", epochs, lr, batch_size, adv, steps, seed, device)
     if image_size is not None and image_size < 1:
         raise EdgeticketError(f"--image-size {image_size} is not a size in pixels",
@@ -149,7 +148,7 @@ def draw(source: Ticket | PathLike, *, method: str = "omp", pattern: str = "chan
                         max_latency_ms=max_latency_ms)
     config.validate()
     if output:
-        check_output(output, None if isinstance(source, Ticket) else source)
+        _check_ticket_output(output, source)
     ticket = _ticket(source)
     if not isinstance(source, Ticket) and not ticket.provenance.source_sha256:
         ticket.provenance.source_sha256 = sha256_file(source)
@@ -183,9 +182,8 @@ def finetune(ticket: Ticket | PathLike, data: str = "digits", *, mode: str = "wh
     a killed run resumes from `output.resume` (unless `restart`). The test
     accuracy goes to the last stage of `ticket.provenance`; `on_epoch` sees each EpochRecord."""
     from . import train
-    from .fileio import check_output
     if output:
-        check_output(output, None if isinstance(ticket, Ticket) else ticket)
+        _check_ticket_output(output, ticket)
     start = _ticket(ticket, trust_pickle)
     config = _train_config(FINETUNE, mode, epochs, lr, batch_size, adv, steps, seed, device)
     splits = _splits(data, start, data_root, subset, seed)
@@ -206,6 +204,18 @@ def evaluate(model: Ticket | PathLike, data: str = "digits", *, ood: str | None 
             model.save(Path(folder) / "model.ticket")
             return run(Path(folder) / "model.ticket", config, save=False)
     return run(model, config)
+
+
+def _check_ticket_output(output: PathLike, source: Ticket | PathLike | None) -> None:
+    """A ticket's path: not its input, writable, and not named like an export (`eval t.onnx` would read a ticket
+    as ONNX)."""
+    from .fileio import check_output
+    from .runtimes import runtime_for_suffix
+    exported = runtime_for_suffix(Path(output).suffix)
+    if exported:
+        raise EdgeticketError(f"{output} is named like an {exported.format} export, but a ticket goes there",
+                              hint="name it .ticket; `edgeticket export` writes the exported model")
+    check_output(output, None if isinstance(source, Ticket) else source)
 
 
 def export(ticket: Ticket | PathLike, output: PathLike, *, format: str | None = None, int8: bool = False,

@@ -13,7 +13,7 @@ from scipy import stats
 
 from .errors import EdgeticketError
 from .runtimes import reference_runtime
-from .fileio import atomic_path, read_text, write_json, write_text
+from .fileio import atomic_path, check_output, read_text, write_json, write_text
 from .text import clean, one_line
 
 LATENCY_DEVICE = "ort-cpu-1t"  # the accuracy-vs-latency plot's device; the tables show every benched one
@@ -376,6 +376,8 @@ def results_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".md":
         raise EdgeticketError(f"--results wants a .md path, got {path.name}", hint="e.g. docs/results/paper_small.md")
+    check_output(path)
+    check_output(path.with_suffix(".json"))
     return path
 
 

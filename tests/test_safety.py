@@ -45,7 +45,7 @@ def test_special_files_and_wrong_kinds_are_never_replaced(tmp_path):
     assert fifo.exists() and not fifo.is_file() and (tmp_path / "existing.onnx").read_bytes() == b"keep"
 
 
-@pytest.mark.parametrize("output, fmt, message", [("model.pte", "onnx", "is a executorch name"),
+@pytest.mark.parametrize("output, fmt, message", [("model.pte", "onnx", "names an executorch file"),
                                                   ("model.bin", None, "cannot tell the format")])
 def test_export_format_follows_the_suffix(ticket_file, output, fmt, message):
     result = edgeticket("export", ticket_file, "-o", ticket_file.parent / output, *(["--format", fmt] if fmt else []))

@@ -14,7 +14,7 @@ from ..data import DataConfig, ImageSplits, check_classes, load_dataset
 from ..errors import EdgeticketError
 from ..export import ExportCheckFailed, export
 from ..export.checks import FP16_TOLERANCE, allowed_difference, parity_inputs
-from ..fileio import sha256_file
+from ..fileio import check_output, sha256_file
 from ..models.checkpoints import load_checkpoint
 from ..runtimes import get_runtime, runtime_for_path
 from ..ticket import Ticket
@@ -111,6 +111,7 @@ def bench_all_devices(ticket_path: str | Path, data: str | None, out_dir: str | 
     without it every latency row is still measured, and the int8 row says what it needs. A --threads override
     is checked against this machine's CPUs before anything is exported (most profiles run here)."""
     check_threads(config.threads)
+    check_output(out_dir, folder=True)  # a file there: every export would fail, each row saying so, and exit 0
     if Path(ticket_path).suffix != ".ticket" and runtime_for_path(ticket_path):
         raise EdgeticketError(f"{Path(ticket_path).name} is already exported; --all-devices exports a ticket to "
                               "every format", hint="pass the .ticket, or bench this file with --device NAME")

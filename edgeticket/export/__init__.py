@@ -33,7 +33,7 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
         raise EdgeticketError(f"cannot tell the format of '{Path(path).name}' from its suffix",
                               hint=f"name it {', '.join(suffixes[:-1])} or {suffixes[-1]}, or pass --format")
     if fmt is not None and runtime is not None and fmt != runtime.format:
-        raise EdgeticketError(f"'{Path(path).name}' is a {runtime.format} name, but --format is {fmt}",
+        raise EdgeticketError(f"'{Path(path).name}' names an {runtime.format} file, but --format is {fmt}",
                               hint=f"name the output *{runtime_for_format(fmt).suffix}, or drop --format")
     return fmt or runtime.format
 

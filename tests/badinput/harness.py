@@ -14,11 +14,14 @@ import re
 import shlex
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what may not reach a terminal or a file (tab, newline may)
@@ -34,6 +37,7 @@ class Case:
     message: str
     files: dict[str, str] = field(default_factory=dict)  # name -> text, written into the case folder first
     env: dict[str, str] = field(default_factory=dict)
+    make: str = ""  # placeholders for files the command finds without being told (a record beside the model)
 
     @property
     def id(self) -> str:
@@ -88,6 +92,7 @@ class Harness:
     def __init__(self, fixtures: Fixtures, folder: Path, temp_root: Path):
         self.fixtures, self.folder, self.temp_root = fixtures, folder, temp_root
         self.fifos: list[Path] = []
+        self.readonly: list[Path] = []
 
     # --- the files a placeholder makes: {kind} or {kind:name}
 
@@ -116,6 +121,9 @@ class Harness:
         elif kind == "fifo":
             os.mkfifo(path)
             self.fifos.append(path)
+        elif kind == "readonly":  # read-only while the command runs (a read-only mount for root: see run)
+            path.mkdir(exist_ok=True)
+            self.readonly.append(path)
         elif kind in ("truncated", "flipped"):  # name: a fixture's file, e.g. {truncated:in.ticket}
             data = (self.fixtures.folder / name).read_bytes()
             path = self.folder / f"{kind}-{name}"
@@ -137,12 +145,12 @@ class Harness:
     def refuse(self, case: Case) -> None:
         for name, text in case.files.items():
             (self.folder / name).write_text(PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), text))
+        self.expand(case.make)
         args = self.expand(case.args)
         before = snapshot(self.folder)
-        from edgeticket.cli import app
         started = time.monotonic()
         with FifoWatch(self.fifos) as fifos:
-            result = CliRunner().invoke(app, args, env=case.env)
+            result = self.run(args, case.env)
         where = f"{case.id}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
         assert result.exit_code not in (0, None), f"accepted: {where}"  # 1
         assert result.exception is None or isinstance(result.exception, SystemExit), \
@@ -158,3 +166,43 @@ class Harness:
         assert not self.fixtures.marker.exists(), f"pickle ran code: {where}"  # 6
         assert not fifos.opened, f"opened the FIFO {fifos.opened} for reading: {where}"
         assert time.monotonic() - started < 30, f"took {time.monotonic() - started:.0f} s: {where}"
+
+    def run(self, args: list[str], env: dict[str, str]):
+        """In-process through CliRunner; with a read-only folder, as root (whom permissions do not stop) in a
+        subprocess that sees the folder as a read-only mount."""
+        from edgeticket.cli import app
+        if self.readonly and os.geteuid() == 0:
+            return read_only_run(self.readonly, args, {**env, "TMPDIR": str(self.temp_root.parent)})
+        for folder in self.readonly:
+            folder.chmod(0o555)
+        try:
+            return CliRunner().invoke(app, args, env=env)
+        finally:
+            for folder in self.readonly:
+                folder.chmod(0o755)
+
+
+@dataclass
+class Finished:
+    """A subprocess's outcome, read as CliRunner's Result is."""
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def read_only_run(folders: list[Path], args: list[str], env: dict[str, str]) -> Finished:
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare: cannot make a folder read-only for root")
+    mounts = " && ".join(f"mount --bind {shlex.quote(str(f))} {shlex.quote(str(f))} && "
+                         f"mount -o remount,bind,ro {shlex.quote(str(f))}" for f in folders)
+    command = f"{mounts} || exit 99; exec {shlex.quote(sys.executable)} -m edgeticket {shlex.join(args)}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    if done.returncode == 99:
+        pytest.skip("cannot mount in a private mount namespace here (needs root or user namespaces)")
+    return Finished(done.returncode, done.stdout, done.stderr)
