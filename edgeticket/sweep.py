@@ -28,7 +28,8 @@ from pathlib import Path
 from . import __version__
 from .attacks import AttackConfig
 from .bench import BenchConfig, bench_onnx, record_bench
-from .config import MAX_BENCH_RUNS, MAX_BENCH_SECONDS
+from .config import (MAX_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, MAX_EPOCHS, MAX_IMAGES, MAX_SEED,
+                     MAX_STEPS)
 from .console import info, progress_bar, progress_console
 from .data import DataConfig, load_dataset
 from .data.datasets import DATASETS
@@ -62,31 +63,31 @@ class SweepConfig:
     source_data: str = "fashion-mnist"
     sources: dict[str, str] = field(default_factory=lambda: {"natural": "none", "robust": "l2:1.0"})
     source_files: dict[str, str] = field(default_factory=dict)
-    source_images: int = bounded(20000, least=1)
-    source_epochs: int = bounded(2, least=1)
+    source_images: int = bounded(20000, least=1, most=MAX_IMAGES)
+    source_epochs: int = bounded(2, least=1, most=MAX_EPOCHS)
     source_lr: float = bounded(PRETRAIN.lr, above=0)
-    source_batch_size: int = bounded(PRETRAIN.batch_size, least=1)
-    pgd_steps: int = bounded(3, least=1)
+    source_batch_size: int = bounded(PRETRAIN.batch_size, least=1, most=MAX_BATCH)
+    pgd_steps: int = bounded(3, least=1, most=MAX_STEPS)
     # the grid
     methods: list[str] = field(default_factory=lambda: ["omp"])
     patterns: list[str] = field(default_factory=lambda: ["channel"])
     sparsities: list[float] = bounded(factory=lambda: [0.0, 0.5, 0.8], least=0, below=1)
     targets: list[str] = field(default_factory=lambda: ["digits"])
-    seeds: list[int] = bounded(factory=lambda: [0], least=0)   # each seed pretrains its own sources, too
+    seeds: list[int] = bounded(factory=lambda: [0], least=0, most=MAX_SEED)   # each seed pretrains its own sources, too
     round_to: int = bounded(1, least=1)  # channel tickets keep a multiple of this many channels per layer
     # drawing methods that train (imp, a-imp, lmp)
     on: str = "downstream"
-    draw_epochs: int = bounded(1, least=1)
+    draw_epochs: int = bounded(1, least=1, most=MAX_EPOCHS)
     draw_rate: float = bounded(0.2, above=0, below=1)
     draw_lr: float = bounded(0.01, above=0)
     # finetuning and evaluation on the target
-    target_images: int = bounded(300, least=1)
+    target_images: int = bounded(300, least=1, most=MAX_IMAGES)
     finetune_mode: str = "whole"
-    finetune_epochs: int = bounded(30, least=1)
+    finetune_epochs: int = bounded(30, least=1, most=MAX_EPOCHS)
     finetune_lr: float = bounded(FINETUNE.lr, above=0)
     attack: str = "linf:8/255"
-    attack_steps: int = bounded(20, least=1)
-    adv_images: int = bounded(599, least=1)
+    attack_steps: int = bounded(20, least=1, most=MAX_STEPS)
+    adv_images: int = bounded(599, least=1, most=MAX_IMAGES)
     deploy: bool = True  # export each cell to ONNX, evaluate it in onnxruntime and bench it
     bench_runs: int = bounded(200, least=1, most=MAX_BENCH_RUNS)
     bench_seconds: float = bounded(2.0, least=0, most=MAX_BENCH_SECONDS)

@@ -137,20 +137,25 @@ class Harness:
             raise KeyError(f"unknown placeholder kind {kind!r}")
         return path
 
+    def fill(self, text: str) -> str:
+        return PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), text)
+
     def expand(self, args: str) -> list[str]:
-        return [PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), token) for token in shlex.split(args)]
+        return [self.fill(token) for token in shlex.split(args)]
 
     # --- the run and the six checks
 
     def refuse(self, case: Case) -> None:
         for name, text in case.files.items():
-            (self.folder / name).write_text(PLACEHOLDER.sub(lambda m: str(self.make(m[1], m[2])), text))
+            (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.folder / name).write_text(self.fill(text))
         self.expand(case.make)
         args = self.expand(case.args)
+        env = {name: self.fill(value) for name, value in case.env.items()}
         before = snapshot(self.folder)
         started = time.monotonic()
         with FifoWatch(self.fifos) as fifos:
-            result = self.run(args, case.env)
+            result = self.run(args, env)
         where = f"{case.id}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
         assert result.exit_code not in (0, None), f"accepted: {where}"  # 1
         assert result.exception is None or isinstance(result.exception, SystemExit), \
