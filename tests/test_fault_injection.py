@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -186,8 +187,8 @@ def result(command: Command, folder: Path) -> object:
         tensor_digest(digest, (ticket.state_dict, ticket.masks))
         return digest.hexdigest(), ticket.provenance.to_dict(), ticket.class_names
     record = json.loads(output.read_text())
-    if command.name == "sweep":
-        return record["rows"], record["failed"]
+    if command.name == "sweep":  # each row also names its model by its path in this run's folder
+        return [{k: v for k, v in row.items() if k != "model"} for row in record["rows"]], record["failed"]
     return record["model"], record["device"], record["ticket_sha256"], record["provenance"], record["latency"]["runs"]
 
 
@@ -276,6 +277,9 @@ def runs() -> list:
 
 # --- the test
 
+WRITTEN = re.compile(r"error: interrupted after (?:(?P<one>\S+) was|\d+ outputs were \(the last: (?P<last>\S+)\)) written")
+
+
 def check_truthful(command: Command, signum: int, run, old: bool, new: bool, folder: Path, label: str) -> None:
     """The exit status, stdout and stderr against the output the killed run left (old, or new and complete)."""
     assert old or new, f"{label}: the output is neither the old one nor a complete new one"
@@ -288,12 +292,11 @@ def check_truthful(command: Command, signum: int, run, old: bool, new: bool, fol
     if signum == signal.SIGKILL:
         assert run.code == -signal.SIGKILL, label
         return
-    if "error: interrupted after " in run.stderr:
-        assert run.code == 1, label
-        written = run.stderr.split("error: interrupted after ")[1].split(" was")[0].split("(the last: ")[-1]
-        written = written.rstrip(")")
-        assert Path(written).exists(), f"{label}: says {written} was written, and it is not there"
-        if Path(written) == folder / command.output:
+    written = WRITTEN.search(run.stderr)
+    if written:
+        path = folder / (written["one"] or written["last"])  # relative paths are the command's, from its folder
+        assert run.code == 1 and path.exists(), f"{label}: says {path} was written, and it is not there"
+        if path == folder / command.output:
             assert new, f"{label}: says the output was written, and it is not the new one"
         return
     # stopped before any output was in place: by edgeticket's handler (exit 1; or -2 when the KeyboardInterrupt

@@ -150,13 +150,15 @@ def _ssh_problem(table: object) -> tuple[str, str] | None:
 
 
 def read_profile(path: Path | Traversable, builtin: bool = False) -> DeviceProfile:
-    """A profile from its TOML; a clear error naming the file and the key when it does not read."""
+    """A profile from its TOML; a clear error naming the file and the key when it does not read. The file's
+    name is cleaned too (`devices` prints it in Text cells, which the console does not clean)."""
+    where = one_line(path)
     try:
         raw = tomllib.loads(read_text(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
-        raise EdgeticketError(f"device profile {path} is not valid TOML: {error}",
+        raise EdgeticketError(f"device profile {where} is not valid TOML: {error}",
                               hint="a profile looks like: " + EXAMPLE.replace("\n", "; ")) from None
-    return profile_from(raw, Path(path.name).stem, str(path), builtin)
+    return profile_from(raw, Path(path.name).stem, where, builtin)
 
 
 def profile_from(raw: dict, name: str, where: str, builtin: bool = False) -> DeviceProfile:
@@ -210,7 +212,7 @@ def list_devices() -> list[DeviceProfile | BrokenProfile]:
             try:
                 found[path.stem] = read_profile(path)
             except EdgeticketError as error:
-                found[path.stem] = BrokenProfile(path.stem, str(path), error)
+                found[path.stem] = BrokenProfile(one_line(path.stem), one_line(path), error)
     for name, path in builtin_files().items():
         found.setdefault(name, read_profile(path, builtin=True))
     for runtime in list_runtimes():  # profiles a runtime plugin brings (its DEVICES), after the built-in ones

@@ -172,6 +172,26 @@ class Harness:
         assert not fifos.opened, f"opened the FIFO {fifos.opened} for reading: {where}"
         assert time.monotonic() - started < 30, f"took {time.monotonic() - started:.0f} s: {where}"
 
+    def accept(self, args: list[str], env: dict[str, str] | None = None, figures: list | None = None):
+        """Run a command that takes hostile strings from its inputs and succeeds: no control character reaches
+        stdout, stderr, any file it wrote (JSON decoded), or the text of the plots (`figures`, collected by the
+        test); no traceback, no temp file, no pickle marker. Returns the result for the test's own checks."""
+        before = snapshot(self.folder)
+        result = self.run(args, env or {})
+        where = f"{args}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+        assert result.exit_code == 0 and result.exception is None, f"failed: {where}"
+        assert not CONTROL.search(result.stdout + result.stderr), f"control character on the terminal: {where}"
+        after = snapshot(self.folder)
+        for name in sorted(set(after) - set(before) | {n for n in before if after.get(n) != before[n]}):
+            if after.get(name, "").startswith("file"):
+                for text in written_text(self.folder / name):
+                    assert not CONTROL.search(text), f"control character in {name}: {text!r}"
+        for text in figures or []:
+            assert not CONTROL.search(text), f"control character in a plot: {text!r}"
+        left = sorted(str(p) for p in self.temp_root.rglob("*")) if self.temp_root.exists() else []
+        assert left == [] and not self.fixtures.marker.exists(), f"left {left}: {where}"
+        return result
+
     def run(self, args: list[str], env: dict[str, str]):
         """In-process through CliRunner; with a read-only folder, as root (whom permissions do not stop) in a
         subprocess that sees the folder as a read-only mount."""
@@ -211,3 +231,27 @@ def read_only_run(folders: list[Path], args: list[str], env: dict[str, str]) -> 
     if done.returncode == 99:
         pytest.skip("cannot mount in a private mount namespace here (needs root or user namespaces)")
     return Finished(done.returncode, done.stdout, done.stderr)
+
+
+def strings(value) -> list[str]:
+    """Every string in a decoded JSON value, keys included."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def written_text(path: Path) -> list[str]:
+    """What a reader of `path` sees: a JSON's decoded strings (escapes like \\u001b decoded), a text file's lines,
+    an ONNX model's metadata values; nothing for other binary files."""
+    import json
+    if path.suffix in (".json", ".jsonl"):
+        return [s for line in path.read_text().splitlines() if line.strip() for s in strings(json.loads(line))] \
+            if path.suffix == ".jsonl" else strings(json.loads(path.read_text()))
+    if path.suffix in (".md", ".txt", ".csv", ".toml"):
+        return [path.read_text()]
+    if path.suffix == ".onnx":
+        import onnx
+        return [p.value for p in onnx.load(str(path), load_external_data=False).metadata_props]
+    return []
