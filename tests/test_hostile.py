@@ -49,11 +49,6 @@ def test_provenance_and_class_names_are_cleaned_when_read(ticket_file):
     assert ticket.provenance.threat_model == "l2:3]0;PWNED[2J | forged | row |"
 
 
-def test_a_hostile_architecture_name_cannot_forge_a_second_error_line(tmp_path, small_checkpoint):
-    result = edgeticket("draw", small_checkpoint, "--arch", "nope\nexported onnx fp32 -> ok", "-o", tmp_path / "o.ticket")
-    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
-
-
 # 3. integrity: the checksum covers the whole ticket
 
 def test_one_flipped_byte_in_the_metadata_is_caught(ticket_file):
@@ -94,13 +89,6 @@ def test_impossible_provenance_is_refused(ticket_file, change, message):
     rewrite(ticket_file, change)
     with pytest.raises(EdgeticketError, match=message):
         Ticket.load(ticket_file)
-
-
-def test_draw_accepts_only_the_known_source_kinds(small_checkpoint, tmp_path):
-    result = edgeticket("draw", small_checkpoint, "--arch", "small_resnet", "--source-kind", "evil",
-                        "-o", tmp_path / "o.ticket")
-    assert result.returncode == 1 and "source kind 'evil' is not one of" in result.stderr
-    assert not (tmp_path / "o.ticket").exists()
 
 
 def test_report_writes_no_escape_code_or_forged_row_from_an_eval_record(tmp_path, recwarn):
@@ -148,9 +136,7 @@ def test_a_zero_radius_is_refused_rather_than_labelled_robust_or_noise(adv):
     """noise:0 trained weights identical to the natural model's, labelled noise; l2:0 was labelled robust."""
     from edgeticket.config import AttackConfig
     with pytest.raises(EdgeticketError, match="radius of 0"):
-        AttackConfig.parse(adv)
-    result = edgeticket("pretrain", "--adv", adv, "-o", "never.ticket")
-    assert result.returncode == 1 and "radius of 0" in result.stderr
+        AttackConfig.parse(adv)  # and from the CLI: tests/badinput/test_values.py
 
 
 # 8. the --json contract
@@ -225,20 +211,6 @@ def test_an_unusable_resume_state_is_named_and_restart_starts_over(ticket_file, 
     assert "--restart" in refused.output and "weights_only" not in refused.output and resume.exists()
     restarted = runner.invoke(app, [*args, "--restart"])
     assert restarted.exit_code == 0 and output.exists() and not resume.exists()
-
-
-@pytest.mark.parametrize("args, code, message", [
-    (["inspect", "{dir}"], 1, "is a folder, not a checkpoint or ticket file"),
-    (["report", "{ticket}"], 1, "is a file: report reads a folder of runs"),
-    (["bench", "{dir}/m.onnx", "--seconds", "nan"], 2, "nan is not a finite number"),
-    (["draw", "{ticket}", "-o", "{dir}/o.ticket", "--sparsity", "inf"], 2, "inf is not a finite number"),
-    (["pretrain", "--image-size", "0", "-o", "{dir}/o.ticket"], 1, "--image-size 0 is not a size in pixels"),
-    (["draw", "{ticket}", "-o", "{dir}/o.ticket", "--round-to", "100000"], 1, "--round-to 100000 leaves every layer whole"),
-])
-def test_small_mistakes_get_an_error_that_names_them(ticket_file, args, code, message):
-    result = edgeticket(*[a.format(dir=ticket_file.parent, ticket=ticket_file) for a in args])
-    assert result.returncode == code and message in result.stderr, result.stderr
-    assert not (ticket_file.parent / "o.ticket").exists()
 
 
 def test_a_subset_larger_than_the_data_is_said(capsys):

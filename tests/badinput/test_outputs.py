@@ -18,7 +18,7 @@ SUFFIX = {"draw": ".ticket", "finetune": ".ticket", "pretrain": ".ticket", "expo
 # each bad output (a function of the command's suffix), and what the error line must say
 BAD_OUTPUTS = {
     "/dev/null": (lambda suffix: "/dev/null", "null"),
-    "a fifo": (lambda suffix: f"{{fifo:o{suffix}}}", f"o"),
+    "a fifo": (lambda suffix: f"{{fifo:o{suffix}}}", "o"),
     "a folder": (lambda suffix: f"{{dir:o{suffix}}}", "o"),
     "a parent that is a file": (lambda suffix: f"{{empty:parent}}/o{suffix}", "parent"),
     "a read-only folder": (lambda suffix: f"{{readonly:ro}}/o{suffix}", "read-only"),
@@ -30,6 +30,7 @@ CASES += [
     Case("outputs", "finetune {ticket} --data digits -o {ticket}", "is the input"),
     Case("outputs", "pretrain --from {ticket} --data digits -o {ticket}", "is the input"),
     Case("outputs", "export {onnx} -o {onnx}", "model.onnx"),
+    Case("outputs", "export {ticket} -o {ticket} --format onnx", "is the input"),
     Case("outputs", "export {ticket} -o {case}/o.onnx --format ncnn", "but --format is ncnn"),
     Case("outputs", "export {ticket} -o {case}/o.pte --format onnx", "but --format is onnx"),
     Case("outputs", "export {ticket} -o {case}/o.ncnn --format executorch", "but --format is executorch"),

@@ -70,7 +70,18 @@ CASES = [Case("values", f"{line} {option} {value}", option.lstrip("-").replace("
          for line, options in NUMBERS.items() for option, values in options.items() for value in values]
 CASES += [Case("choices", f"{line} {option} {value}", value) for line, options in CHOICES.items()
           for option, value in options.items()]
-CASES += [Case("choices", "eval {ticket} --attack noise:0.25", "--attack takes none, linf:EPS or l2:EPS")]
+CASES += [
+    Case("choices", "eval {ticket} --attack noise:0.25", "--attack takes none, linf:EPS or l2:EPS"),
+    Case("values", "pretrain -o {case}/o.ticket --adv l2:0", "radius of 0"),  # natural training labelled robust
+    Case("values", "pretrain -o {case}/o.ticket --adv noise:0", "radius of 0"),
+    Case("values", "finetune {ticket} -o {case}/o.ticket --adv l2:nan", "bad threat model"),
+    Case("values", "finetune {ticket} -o {case}/o.ticket --adv linf:inf", "bad threat model"),
+    Case("values", "pretrain -o {case}/o.ticket --image-size 0", "--image-size 0 is not a size in pixels"),
+    Case("values", "draw {ticket} -o {case}/o.ticket --round-to 100000", "--round-to 100000 leaves every layer whole"),
+    Case("values", "bench {onnx} --seconds nan", "nan is not a finite number"),
+    Case("values", "draw {ticket} -o {case}/o.ticket --sparsity inf", "inf is not a finite number"),
+    Case("choices", "draw {state} --arch 'nope\nexported onnx fp32 -> ok' -o {case}/o.ticket", "unknown"),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
