@@ -49,9 +49,10 @@ SIGNALS = (signal.SIGKILL, signal.SIGTERM)
 
 SERVER = r"""
 import json, os, sys, tempfile
-# what the commands import, paid once; not onnxruntime: its import starts a thread pool that a forked child
-# joins at exit, forever
-import edgeticket.api, edgeticket.cli, edgeticket.metrics, onnxscript, sklearn.datasets
+# what the commands import, paid once (only modules that start no thread but OpenBLAS's, which forks safely;
+# onnxruntime's import starts a thread pool that a forked child joins at exit, forever)
+import edgeticket.api, edgeticket.cli, edgeticket.metrics, edgeticket.tickets, matplotlib.pyplot, scipy.stats
+import onnxscript.function_libs.torch_lib.ops, sklearn.datasets, torch.export, torch.onnx._internal.exporter._core
 while True:
     request = json.loads(sys.stdin.readline() or "null")
     if request is None:
