@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -160,9 +161,14 @@ class Harness:
         assert result.exit_code not in (0, None), f"accepted: {where}"  # 1
         assert result.exception is None or isinstance(result.exception, SystemExit), \
             f"raised {result.exception!r}: {where}"  # 2: no traceback
-        error = (result.stdout if "--json" in args else result.stderr).strip()
-        assert error.count("\n") == 0 if "--json" not in args else error.startswith("{"), f"not one line: {where}"
-        assert ("--json" in args or result.stdout == "") and "Traceback" not in result.output, f"chatter: {where}"
+        if "--json" in args:  # one JSON document on stdout, nothing on stderr
+            document = json.loads(result.stdout)
+            assert set(document) == {"error", "hint"} and result.stderr == "", f"not one document: {where}"
+            error = document["error"]
+        else:
+            error = result.stderr.strip()
+            assert error.startswith("error: ") and "\n" not in error and result.stdout == "", f"not one line: {where}"
+        assert "Traceback" not in result.output, f"traceback: {where}"
         assert case.message.lower() in error.lower(), f"does not say {case.message!r}: {where}"
         assert snapshot(self.folder) == before, f"changed the files: {where}"  # 3, 4 (beside the output)
         left = sorted(str(p) for p in self.temp_root.rglob("*")) if self.temp_root.exists() else []

@@ -1,6 +1,8 @@
 """Input files that are missing, empty, a folder, random bytes, truncated, flipped, the wrong shape, a hostile
 pickle, a foreign ONNX or a corrupt .resume: every command that reads one refuses it in one line."""
 
+from dataclasses import replace
+
 import pytest
 
 from .harness import Case
@@ -73,6 +75,8 @@ CASES += [
     Case("files", "draw {ticket} --device {dir:p.toml} -o {case}/o.ticket", "p.toml"),
 ]
 
+# a sample of the same refusals under --json: one JSON document {"error", "hint"} on stdout, nothing on stderr
+CASES += [replace(case, family="json", args=f"{case.args} --json") for case in CASES[::8]]
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_a_bad_input_file_is_refused(harness, case):

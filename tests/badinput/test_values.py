@@ -1,6 +1,8 @@
 """Negative, zero, NaN, infinite and huge values for every numeric option, and unknown names for every choice:
 each refused in one line that names the option, before any work."""
 
+from dataclasses import replace
+
 import pytest
 
 from .harness import Case
@@ -83,6 +85,8 @@ CASES += [
     Case("choices", "draw {state} --arch 'nope\nexported onnx fp32 -> ok' -o {case}/o.ticket", "unknown"),
 ]
 
+# a sample of the same refusals under --json: one JSON document {"error", "hint"} on stdout, nothing on stderr
+CASES += [replace(case, family="json", args=f"{case.args} --json") for case in CASES[::6]]
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_a_bad_value_is_refused_naming_the_option(harness, case):
