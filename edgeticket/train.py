@@ -41,7 +41,7 @@ from .ticket import Ticket
 class EpochRecord:
     epoch: int
     loss: float
-    accuracy: float
+    accuracy: float       # training accuracy, a percentage (as every accuracy edgeticket reports)
     images_per_s: float
     lr: float
     seconds: float
@@ -194,12 +194,12 @@ def fit(ticket: Ticket, data: TensorImages, config: TrainConfig, state_path: str
             if env.enabled:
                 dist.all_reduce(totals)
             seconds = time.perf_counter() - began
-            record = EpochRecord(epoch + 1, float(totals[0] / totals[2]), float(totals[1] / totals[2]),
+            record = EpochRecord(epoch + 1, float(totals[0] / totals[2]), float(100 * totals[1] / totals[2]),
                                  float(totals[2] / seconds), scheduler.get_last_lr()[0], seconds)
             scheduler.step()
             history.append(record)
             bar.update(task, status=f"epoch {epoch + 1}/{config.epochs} loss {record.loss:.3f} "
-                                    f"acc {record.accuracy:.1%} {record.images_per_s:.0f} img/s")
+                                    f"acc {record.accuracy:.1f}% {record.images_per_s:.0f} img/s")
             if state_path and env.is_main:
                 save_torch({"fingerprint": print_key, "epoch": epoch + 1, "model": network.model.state_dict(),
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

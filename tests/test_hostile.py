@@ -153,6 +153,8 @@ def test_finetune_and_eval_give_accuracy_in_the_same_unit(ticket_file, runner):
     finetune_accuracy = json.loads(trained.stdout)["test_accuracy"]
     assert finetune_accuracy == pytest.approx(json.loads(evaluated.stdout)["metrics"]["accuracy"], abs=1e-6)
     assert finetune_accuracy > 1  # a percentage (a fraction was 0.9499 beside eval's 95.83)
+    epoch = json.loads(trained.stdout)["epochs"][0]  # training accuracy per epoch: a fraction (0.1) until issue 31
+    assert 1 < epoch["accuracy"] <= 100
 
 
 def test_a_quick_eval_keeps_the_adversarial_accuracy_an_earlier_one_measured(digits_ticket, tmp_path, runner):

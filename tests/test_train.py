@@ -177,5 +177,5 @@ def test_eval_mode_accuracy_tracks_train_mode_after_finetune_of_a_robust_ticket(
     ticket, _ = draw_ticket(source, DrawConfig(pattern="channel", sparsity=0.5))
     trained, history = finetune(ticket, digits, TrainConfig(epochs=5, lr=0.05))
     eval_accuracy = accuracy(predict(trained.deployable(), digits.train), digits.train.labels)
-    assert history[-1].accuracy > 0.3
-    assert abs(eval_accuracy - history[-1].accuracy) < 0.2, (eval_accuracy, history[-1].accuracy)
+    assert history[-1].accuracy > 30  # percent, as every accuracy edgeticket reports
+    assert abs(100 * eval_accuracy - history[-1].accuracy) < 20, (eval_accuracy, history[-1].accuracy)
