@@ -1,11 +1,14 @@
 """Tiny inputs for the bad-input corpus, built once per test run and copied into each case's own folder."""
 
 import shutil
+import signal
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
+import edgeticket
 from edgeticket import signals
 from edgeticket.fileio import temp_root
 
@@ -47,7 +50,7 @@ def fixtures(tmp_path_factory) -> Fixtures:
     foreign_onnx(folder / "foreign.onnx")
     Payload.marker = str(folder.parent / "PICKLE-RAN-CODE")
     torch.save({"model": Payload()}, folder / "hostile.pt")
-    shutil.copy(__import__("edgeticket").__path__[0] + "/devices/ort-cpu-1t.toml", folder / "profile.toml")
+    shutil.copy(Path(edgeticket.__file__).parent / "devices" / "ort-cpu-1t.toml", folder / "profile.toml")
     return Fixtures(folder, marker=folder.parent / "PICKLE-RAN-CODE")
 
 
@@ -57,11 +60,11 @@ def harness(fixtures, tmp_path, monkeypatch) -> Harness:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    saved = {signum: __import__("signal").getsignal(signum) for signum in signals.SIGNALS}
+    saved = {signum: signal.getsignal(signum) for signum in signals.SIGNALS}
     case_folder = tmp_path / "case"
     case_folder.mkdir()
     yield Harness(fixtures, case_folder, temp_root())
     for signum, handler in saved.items():
-        __import__("signal").signal(signum, handler)
+        signal.signal(signum, handler)
     signals._state.installed = signals._state.finished = False
     signals._state.received, signals._state.committed = None, []

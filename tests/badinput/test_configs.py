@@ -47,9 +47,10 @@ SWEEP_CHANGES = {
 }
 
 
-def changed(line: str) -> str:
+def changed(config: str, line: str) -> str:
+    """`config` with `line` added, replacing the line that sets the same key."""
     key = line.split("=")[0].strip()
-    kept = [kept for kept in SWEEP.splitlines() if kept.split("=")[0].strip() != key]
+    kept = [kept for kept in config.splitlines() if kept.split("=")[0].strip() != key]
     return "\n".join(kept) + "\n" + line + "\n"
 
 
@@ -70,21 +71,15 @@ PROFILE_CHANGES = {
 }
 
 
-def profile(line: str) -> str:
-    key = line.split("=")[0].strip()
-    kept = [kept for kept in PROFILE.splitlines() if kept.split("=")[0].strip() != key]
-    return "\n".join(kept) + "\n" + line + "\n"
-
-
-CASES = [Case("configs", "sweep {case}/s.toml", message, files={"s.toml": changed(line)})
+CASES = [Case("configs", "sweep {case}/s.toml", message, files={"s.toml": changed(SWEEP, line)})
          for line, message in SWEEP_CHANGES.items()]
 CASES += [Case("configs", "sweep {case}/s.toml", "sets no keys", files={"s.toml": "# nothing\n"})]
 CASES += [Case("configs", "bench {onnx} --device {case}/p.toml --runs 1 --seconds 0", message,
-               files={"p.toml": profile(line)}) for line, message in PROFILE_CHANGES.items()]
+               files={"p.toml": changed(PROFILE, line)}) for line, message in PROFILE_CHANGES.items()]
 CASES += [Case("configs", "bench {onnx} --device {case}/p.toml", "p.toml", files={"p.toml": ""}),
           Case("configs", "draw {ticket} --device {case}/p.toml -o {case}/o.ticket", "threads",
-               files={"p.toml": profile("threads = -4")}),
-          Case("configs", "bench {onnx} --device p", "threads", files={"devices/p.toml": profile("threads = 0")},
+               files={"p.toml": changed(PROFILE, "threads = -4")}),
+          Case("configs", "bench {onnx} --device p", "threads", files={"devices/p.toml": changed(PROFILE, "threads = 0")},
                env={"EDGETICKET_DEVICES": "{case}/devices"})]
 
 
