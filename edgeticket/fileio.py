@@ -73,6 +73,9 @@ STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp)?$")  # any wr
 OURS = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)\.{MARK}[A-Za-z0-9_]+(\.tmp)?$")  # edgeticket's, of any name
 
 
+RETIRED = "old"  # atomic_dir's name for the output it replaces, between its two renames
+
+
 def staging_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}.{MARK}"
 
@@ -92,6 +95,10 @@ def remove_stale_staging(target: Path) -> None:
         if pid == os.getpid() or process_alive(pid):
             continue
         leftover = Path(entry.path)
+        original = leftover.with_name(match.group("name"))
+        if entry.name.endswith(f".{MARK}{RETIRED}") and not (original.exists() or original.is_symlink()):
+            os.replace(leftover, original)  # killed between atomic_dir's two renames: the old output comes back
+            continue
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -208,7 +215,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with signals.critical():
             os.replace(tmp_path, target)
-            signals.committed(target)
+            if not OURS.match(target.parent.name):  # a file inside atomic_dir's staging folder is not an output yet
+                signals.committed(target)
     except (OSError, RuntimeError) as error:
         _commit_error(error, target, tmp_path)
         raise
@@ -230,7 +238,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         yield staging
-        retired = target.with_name(f"{staging_prefix(target)}old")
+        retired = target.with_name(f"{staging_prefix(target)}{RETIRED}")
         with signals.critical():
             if target.exists():
                 os.replace(target, retired)

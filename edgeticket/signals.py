@@ -123,4 +123,5 @@ def interrupted() -> tuple[str, str]:
         return "interrupted", "outputs are written atomically: nothing half-written was left"
     what = f"{done[-1]} was" if len(done) == 1 else f"{len(done)} outputs were (the last: {done[-1]})"
     return (f"interrupted after {what} written",
-            "the signal came after the output was complete and checked: it is in place, and the command stopped there")
+            "the signal came after that file was complete: it is in place, and the command stopped there (a re-run "
+            "resumes or redoes the rest)")

@@ -4,26 +4,25 @@ draw, finetune, sweep, bench), 24 runs: 6 commands x 2 signals x 2 moments.
 Each run starts in a folder that already holds an old output at the output path and an unrelated ticket beside
 it. After the signal:
 - the exit status tells the truth: 0 only with the new, complete output and the command's success line; 1 with
-  'interrupted after PATH was written' only once PATH is in place; any other status ('error: interrupted', or
-  -9, -15 from the signal itself) with the old output untouched (kill -9 may also land after the rename: then
-  the output is the new, complete one, never a torn one);
+  'interrupted after PATH was written' only when PATH is there; any other status ('error: interrupted', or -9,
+  -15 from the signal itself) with the old output untouched (kill -9 may also land after the rename: then the
+  output is the new, complete one, never a torn one);
 - every pre-existing file but the output is byte-identical.
 Then the same command runs again, uninterrupted, and:
-- exits 0 with the result of an uninterrupted reference run of the command (module-wide, one per command);
-- leaves the same files as that reference run: no staging file or folder (.NAME.PID.edgeticket-*), no resume
-  state, nothing in $TMPDIR (the killed run's work folder, $TMPDIR/edgeticket-UID/PID, is swept by this next
-  command);
-- and no process started by either run outlives it (the bench runner, pnnx).
+- exits 0 with the result of an uninterrupted reference run of the command (one per command, for the module);
+- leaves the files that reference run left: no staging file or folder (.NAME.PID.edgeticket-*), no resume state,
+  nothing in $TMPDIR (the killed run's work folder, $TMPDIR/edgeticket-UID/PID, is swept by this next command);
+- and no process that either run started outlives it (the bench runner, pnnx).
 
-The moments are fractions of the reference run's duration drawn by random.Random(SEED) (one in each half, per
-command and signal), so a failure names its run and reproduces: the test id shows command, signal and fraction.
+The moments are fractions of the reference run's duration, drawn by random.Random(SEED), one in each half per
+command and signal: the test id names the command, the signal and the fraction, and the run reproduces.
 
-The commands are started by a fork server (SERVER below): a Python process that imported edgeticket (and torch,
-scikit-learn) once, and forks a child per command that runs `edgeticket ARGS` as `python -m edgeticket` does
-(its own TMPDIR, working folder, stdout and stderr; exit status and signals are the child's own). A fresh
-interpreter spends ~4 s importing before any work: 54 of them did not fit this file's time, and every moment
-would mostly have hit the imports. A signal during the imports (before edgeticket's handler: exit -15) is
-test_faults.py's.
+The commands are started by a fork server (SERVER): a Python process that imports edgeticket (torch,
+scikit-learn, the ONNX exporter) once, then forks a child per command that runs `edgeticket ARGS` as
+`python -m edgeticket` does, in its own folder, with its own TMPDIR, stdout and stderr; its exit status and its
+signals are its own. A fresh interpreter spends ~4 s importing before any work: the 54 commands here would have
+spent over 3.5 minutes on imports, and a moment drawn from a run's duration would mostly have hit them. A signal
+during the imports (before edgeticket's handler, exit -15) is test_faults.py's.
 """
 
 import hashlib
@@ -45,14 +44,15 @@ import torch
 from tests.test_faults import leftovers
 
 SEED = 20240611
-SIGNALS = (signal.SIGKILL, signal.SIGTERM)
 
 SERVER = r"""
 import json, os, sys, tempfile
-# what the commands import, paid once (only modules that start no thread but OpenBLAS's, which forks safely;
-# onnxruntime's import starts a thread pool that a forked child joins at exit, forever)
+# what the commands import, paid once: only modules that start no thread but OpenBLAS's (which forks safely);
+# onnxruntime's import starts a thread pool that a forked child waits for at exit, forever
 import edgeticket.api, edgeticket.cli, edgeticket.metrics, edgeticket.tickets, matplotlib.pyplot, scipy.stats
 import onnxscript.function_libs.torch_lib.ops, sklearn.datasets, torch.export, torch.onnx._internal.exporter._core
+import gc
+gc.freeze()  # a child's collections skip what was imported: no copy of the server's memory (~1 s a command)
 while True:
     request = json.loads(sys.stdin.readline() or "null")
     if request is None:
@@ -74,16 +74,29 @@ edgeticket.cli.run()
 """
 
 
+HUNG = 300  # s: a command still running then fails its test instead of stalling the suite
+
+
+def exited(pid: int, timeout: float) -> bool:
+    """Whether the server's child `pid` ends (is a zombie, not yet waited for) within `timeout` s."""
+    deadline = time.perf_counter() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z":
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 @dataclass
 class Finished:
-    code: int
+    code: int  # as subprocess reports it: -N for signal N
     stdout: str
     stderr: str
     seconds: float
 
 
 class Launcher:
-    """The client of SERVER: run one edgeticket command at a time, optionally signalled `delay` s after its start."""
+    """SERVER's client: runs one edgeticket command at a time, signalled `delay` s after its start if asked."""
 
     def __init__(self):
         self.server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -97,52 +110,54 @@ class Launcher:
         return int(reply)
 
     def run(self, args: list[str], folder: Path, signum: int | None = None, delay: float = 0.0) -> Finished:
-        """`edgeticket ARGS` in `folder` with TMPDIR=folder/../tmp; its output in folder/../log.std*."""
+        """`edgeticket ARGS` in `folder`, with TMPDIR=folder/../tmp and its output in folder/../log.std*."""
         log = folder.parent / "log"
         pid = self.ask({"args": args, "cwd": str(folder), "tmpdir": str(folder.parent / "tmp"), "log": str(log)})
-        began = time.perf_counter()  # forked: the first request also waits for the server's imports
+        began = time.perf_counter()  # after the fork: the first request also waits for the server's imports
         try:
             if signum is not None:
                 time.sleep(max(0.0, began + delay - time.perf_counter()))
-                os.kill(pid, signum)  # a child that has already exited is a zombie until waited for: no error
+                os.kill(pid, signum)  # a child that has exited stays a zombie until it is waited for: no error
+            hung = not exited(pid, HUNG)
+            seconds = time.perf_counter() - began
+            if hung:
+                os.kill(pid, signal.SIGKILL)
         finally:
             code = self.ask({"wait": pid})
-        return Finished(code, Path(f"{log}.stdout").read_text(), Path(f"{log}.stderr").read_text(),
-                        time.perf_counter() - began)
+        assert not hung, f"edgeticket {' '.join(args)} still ran after {HUNG} s"
+        return Finished(code, Path(f"{log}.stdout").read_text(), Path(f"{log}.stderr").read_text(), seconds)
 
     def close(self):
         self.server.stdin.close()
         self.server.wait(timeout=30)
 
 
-# --- the commands: arguments, output, success line, and the result to compare
+# --- the commands: tiny work (the small ResNet, 1 channel, 28x28; 64 digits for one epoch; 3 timed runs)
 
 @dataclass(frozen=True)
 class Command:
     name: str
-    args: tuple[str, ...]
-    output: str  # relative to the run folder
+    args: tuple[str, ...]  # {ticket}: the input ticket
+    output: str  # relative to the run folder, which is the command's working folder
     success: str  # in stdout when the command says it is done
 
-
-def commands(ticket: Path) -> dict[str, Command]:
-    """Tiny work: the small ResNet (1 channel, 28x28), 64 digits for an epoch, 3 timed runs."""
-    listed = [
-        Command("export-onnx", ("export", str(ticket), "-o", "x.onnx"), "x.onnx", "exported onnx fp32 -> x.onnx"),
-        Command("export-ncnn", ("export", str(ticket), "-o", "x.ncnn"), "x.ncnn", "exported ncnn fp32 -> x.ncnn"),
-        Command("draw", ("draw", str(ticket), "--method", "omp", "--sparsity", "0.5", "-o", "t.ticket"), "t.ticket",
-                "omp channel ticket -> t.ticket"),
-        Command("finetune", ("finetune", str(ticket), "--data", "digits", "--subset", "64", "--epochs", "1", "-o",
-                             "t.ticket"), "t.ticket", "whole finetune -> t.ticket"),
-        Command("sweep", ("sweep", "s.toml"), "out/report.json", "wrote "),
-        Command("bench", ("bench", "x.onnx", "--device", "ort-cpu-1t", "--runs", "3", "--warmup", "0", "--seconds",
-                          "0", "--images", "16"), "x.onnx.ort-cpu-1t.bench.json", "x.onnx on ort-cpu-1t"),
-    ]
-    return {command.name: command for command in listed}
+    def argv(self, ticket: Path) -> list[str]:
+        return [arg.format(ticket=ticket) for arg in self.args]
 
 
-NAMES = ("export-onnx", "export-ncnn", "draw", "finetune", "sweep", "bench")
+COMMANDS = {command.name: command for command in [
+    Command("export-onnx", ("export", "{ticket}", "-o", "x.onnx"), "x.onnx", "exported onnx fp32 -> x.onnx"),
+    Command("export-ncnn", ("export", "{ticket}", "-o", "x.ncnn"), "x.ncnn", "exported ncnn fp32 -> x.ncnn"),
+    Command("draw", ("draw", "{ticket}", "--method", "omp", "--sparsity", "0.5", "-o", "t.ticket"), "t.ticket",
+            "omp channel ticket -> t.ticket"),
+    Command("finetune", ("finetune", "{ticket}", "--data", "digits", "--subset", "64", "--epochs", "1",
+                         "-o", "t.ticket"), "t.ticket", "whole finetune -> t.ticket"),
+    Command("sweep", ("sweep", "s.toml"), "out/report.json", "wrote "),
+    Command("bench", ("bench", "x.onnx", "--device", "ort-cpu-1t", "--runs", "3", "--warmup", "0", "--seconds", "0",
+                      "--images", "16"), "x.onnx.ort-cpu-1t.bench.json", "x.onnx on ort-cpu-1t"),
+]}
 
+# one cell: the input ticket as its source (no pretraining), omp, one epoch; no export or bench (tested above)
 SWEEP = """out = "{folder}/out"
 cache = "{folder}/cache"
 sources = {{}}
@@ -175,22 +190,31 @@ def prepare(command: Command, folder: Path, ticket: Path, onnx: Path | None) -> 
 
 
 def result(command: Command, folder: Path) -> object:
-    """What must be the same as the reference run's: the output's checked content, not its bytes (a ticket's zip
-    and a bench's timings differ from run to run)."""
+    """What must equal the reference run's: the output's checked content, not its bytes (a ticket's zip and a
+    bench's timings differ from run to run)."""
     from edgeticket.export import artifact_metadata
     from edgeticket.ticket import Ticket, tensor_digest
     output = folder / command.output
-    if command.name.startswith("export"):  # edgeticket's metadata goes in only after the parity check passed
+    if command.name.startswith("export"):  # the metadata goes in after the parity check; onnx: weights' sha256
         return artifact_metadata(output), sorted(p.name for p in output.iterdir()) if output.is_dir() else None
-    if command.name in ("draw", "finetune"):
+    if command.name in ("draw", "finetune"):  # both deterministic: the same weights, bit for bit
         ticket = Ticket.load(output)
         digest = hashlib.sha256()
         tensor_digest(digest, (ticket.state_dict, ticket.masks))
         return digest.hexdigest(), ticket.provenance.to_dict(), ticket.class_names
     record = json.loads(output.read_text())
-    if command.name == "sweep":  # each row also names its model by its path in this run's folder
+    if command.name == "sweep":  # a row also names its model by its path, in this run's folder
         return [{k: v for k, v in row.items() if k != "model"} for row in record["rows"]], record["failed"]
     return record["model"], record["device"], record["ticket_sha256"], record["provenance"], record["latency"]["runs"]
+
+
+def is_result(command: Command, folder: Path, expected: object) -> bool:
+    """Whether the output is complete and the reference run's (a missing or torn one is not)."""
+    from edgeticket.errors import EdgeticketError
+    try:
+        return result(command, folder) == expected
+    except (EdgeticketError, OSError, ValueError, KeyError):
+        return False
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -199,13 +223,20 @@ def tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*"))}
 
 
-def under(path: str, output: str) -> bool:
-    return path == output or path.startswith(output + "/")
+def split(files: dict[str, str], output: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(the output's entries: the file, or the folder and what is in it; the others)."""
+    ours = {path: digest for path, digest in files.items() if path == output or path.startswith(output + "/")}
+    return ours, {path: digest for path, digest in files.items() if path not in ours}
+
+
+def changed(kept: dict[str, str], files: dict[str, str]) -> list[str]:
+    """The paths of `kept` that `files` lacks or holds with other bytes."""
+    return [path for path, digest in kept.items() if files.get(path) != digest]
 
 
 def survivors(root: Path, timeout: float = 5.0) -> list[str]:
-    """Processes (any of this user's, through /proc) whose command line or environment names `root`, after up to
-    `timeout` s for them to end: what a run left running (a runner, a converter)."""
+    """Processes whose command line or environment names `root` (through /proc), after up to `timeout` s for
+    them to end: what a run left running (a runner, a converter)."""
     deadline = time.time() + timeout
     while True:
         found = []
@@ -221,7 +252,7 @@ def survivors(root: Path, timeout: float = 5.0) -> list[str]:
         time.sleep(0.1)
 
 
-# --- fixtures: one fork server, shared inputs, one reference run per command
+# --- fixtures: one fork server, the input ticket, one reference run per command
 
 @pytest.fixture(scope="module")
 def launcher():
@@ -232,7 +263,7 @@ def launcher():
 
 @pytest.fixture(scope="module")
 def ticket(tmp_path_factory):
-    """The input of export, draw, finetune and the sweep: the small ResNet (seeded) as a ticket."""
+    """The small ResNet (seeded) as a ticket: the input of export, draw, finetune and the sweep."""
     from edgeticket.models import get_model
     from edgeticket.models.checkpoints import load_checkpoint
     folder = tmp_path_factory.mktemp("inputs")
@@ -245,7 +276,7 @@ def ticket(tmp_path_factory):
 @dataclass
 class Reference:
     seconds: float
-    files: set[str]
+    files: set[str]  # what the run folder holds after it
     result: object
     folder: Path
 
@@ -257,11 +288,10 @@ def reference(launcher, ticket, tmp_path_factory):
 
     def get(name: str) -> Reference:
         if name not in made:
-            command = commands(ticket)[name]
+            command = COMMANDS[name]
             folder = tmp_path_factory.mktemp(f"reference-{name}") / "run"
-            onnx = get("export-onnx").folder / "x.onnx" if name == "bench" else None
-            prepare(command, folder, ticket, onnx)
-            run = launcher.run(list(command.args), folder)
+            prepare(command, folder, ticket, get("export-onnx").folder / "x.onnx" if name == "bench" else None)
+            run = launcher.run(command.argv(ticket), folder)
             assert run.code == 0 and command.success in run.stdout, run.stderr
             made[name] = Reference(run.seconds, set(tree(folder)), result(command, folder), folder)
         return made[name]
@@ -269,74 +299,74 @@ def reference(launcher, ticket, tmp_path_factory):
 
 
 def runs() -> list:
-    """The 24 runs: (command, signal, fraction of the reference's duration), one fraction in each half."""
+    """The 24 runs: (command, signal, fraction of the reference run's duration), one fraction in each half."""
     rng = random.Random(SEED)
-    return [pytest.param(name, signum, round(rng.uniform(half / 2, (half + 1) / 2), 3),
-                         id=f"{name}-{signum.name}-{half}")
-            for name in NAMES for signum in SIGNALS for half in (0, 1)]
+    drawn = [(name, signum, round(rng.uniform(half / 2, (half + 1) / 2), 3))
+             for name in COMMANDS for signum in (signal.SIGKILL, signal.SIGTERM) for half in (0, 1)]
+    return [pytest.param(*run, id=f"{run[0]}-{run[1].name}-{run[2]}") for run in drawn]
 
 
 # --- the test
 
-WRITTEN = re.compile(r"error: interrupted after (?:(?P<one>\S+) was|\d+ outputs were \(the last: (?P<last>\S+)\)) written")
+WRITTEN = re.compile(r"error: interrupted after (?:(?P<one>\S+) was|\d+ outputs were \(the last: (?P<last>\S+)\)) "
+                     r"written")
 
 
-def check_truthful(command: Command, signum: int, run, old: bool, new: bool, folder: Path, label: str) -> None:
-    """The exit status, stdout and stderr against the output the killed run left (old, or new and complete)."""
+def check_truthful(command: Command, signum: int, run: Finished, old: bool, new: bool, folder: Path,
+                   label: str) -> None:
+    """The exit status, stdout and stderr against what the killed run left at the output (old, or new and
+    complete)."""
     assert old or new, f"{label}: the output is neither the old one nor a complete new one"
-    if command.success in run.stdout:  # the signal may still come after it: exit 1 (said on stderr), or -9
+    if command.success in run.stdout:  # a signal may still come after it: exit 1 (said on stderr), or -9
         assert new, f"{label}: success printed, and the output is not the new one"
     if run.code == 0:
-        assert command.success in run.stdout and "error" not in run.stderr, \
-            f"{label}: exit 0 without the success line"
+        assert command.success in run.stdout and "error" not in run.stderr, f"{label}: exit 0 without success"
         return
     if signum == signal.SIGKILL:
         assert run.code == -signal.SIGKILL, label
         return
     written = WRITTEN.search(run.stderr)
     if written:
-        path = folder / (written["one"] or written["last"])  # relative paths are the command's, from its folder
+        path = folder / (written["one"] or written["last"])  # a relative path is the command's, from its folder
         assert run.code == 1 and path.exists(), f"{label}: says {path} was written, and it is not there"
         if path == folder / command.output:
             assert new, f"{label}: says the output was written, and it is not the new one"
         return
     # stopped before any output was in place: by edgeticket's handler (exit 1; or -2 when the KeyboardInterrupt
-    # came out of a library's import), or by the signal itself before the handler was installed (-15)
+    # came out of a library's import), or by the signal itself, before the handler was installed (-15)
     assert (run.code in (1, -signal.SIGINT) and "error: interrupted (" in run.stderr) \
         or run.code == -signal.SIGTERM, label
-    assert old, f"{label}: stopped before the output was written, and the old one is gone"
+    assert old, f"{label}: stopped before any output was written, and the old one is gone"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, signum, fraction", runs())
-def test_a_signal_leaves_the_old_output_or_the_new_one_and_a_rerun_finishes(
-        launcher, reference, ticket, tmp_path, name, signum, fraction):
+def test_a_signal_leaves_the_old_output_or_the_new_one_and_a_rerun_finishes(launcher, reference, ticket, tmp_path,
+                                                                            name, signum, fraction):
+    """One of the 24 runs: the module's docstring says what is checked, and why."""
     if name == "export-ncnn":
         pytest.importorskip("pnnx")
-    command, expected = commands(ticket)[name], reference(name)
+    command, expected = COMMANDS[name], reference(name)
     folder = tmp_path / "run"
     prepare(command, folder, ticket, reference("export-onnx").folder / "x.onnx" if name == "bench" else None)
-    before = tree(folder)
+    old_output, kept = split(tree(folder), command.output)
     delay = fraction * expected.seconds
-    killed = launcher.run(list(command.args), folder, signum, delay)
+    killed = launcher.run(command.argv(ticket), folder, signum, delay)
     label = (f"{name}: {signum.name} at {delay:.2f} s ({fraction} of the reference's {expected.seconds:.2f} s), "
              f"exit {killed.code}, stderr {killed.stderr.strip()[-300:]!r}")
     print(label)
 
     after = tree(folder)
-    assert {p: d for p, d in after.items() if p in before and not under(p, command.output)} == \
-        {p: d for p, d in before.items() if not under(p, command.output)}, f"{label}: a pre-existing file changed"
-    old = {p: d for p, d in after.items() if under(p, command.output)} == \
-        {p: d for p, d in before.items() if under(p, command.output)}
-    new = not old and result(command, folder) == expected.result
+    assert changed(kept, after) == [], f"{label}: pre-existing files changed"
+    old = split(after, command.output)[0] == old_output
+    new = not old and is_result(command, folder, expected.result)
     check_truthful(command, signum, killed, old, new, folder, label)
 
-    again = launcher.run(list(command.args), folder)
+    again = launcher.run(command.argv(ticket), folder)
     assert again.code == 0 and command.success in again.stdout, f"{label}; the re-run: {again.stderr[-500:]}"
-    assert result(command, folder) == expected.result, f"{label}: the re-run's result differs from the reference's"
+    assert result(command, folder) == expected.result, f"{label}: the re-run's result is not the reference's"
     final = tree(folder)
-    assert {p: d for p, d in final.items() if p in before and not under(p, command.output)} == \
-        {p: d for p, d in before.items() if not under(p, command.output)}, f"{label}: a pre-existing file changed"
+    assert changed(kept, final) == [], f"{label}: pre-existing files changed"
     assert set(final) == expected.files, \
         f"{label}: left {sorted(set(final) - expected.files)}, lacks {sorted(expected.files - set(final))}"
     assert leftovers(tmp_path / "tmp") == [], f"{label}: left in $TMPDIR"

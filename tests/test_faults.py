@@ -194,6 +194,30 @@ def test_a_signal_after_the_command_returned_is_absorbed_once(handlers):
     assert signal.getsignal(signal.SIGTERM) is not signals.handle  # the next one acts as before
 
 
+def test_an_output_folder_a_killed_writer_retired_comes_back(tmp_path):
+    """kill -9 between atomic_dir's two renames (old folder out, new one in) left no x.ncnn, and the next write
+    into the folder swept the retired old one away (found by tests/test_fault_injection.py's author)."""
+    retired = tmp_path / f".x.ncnn.{dead_pid()}.{fileio.MARK}{fileio.RETIRED}"
+    retired.mkdir()
+    (retired / "model.ncnn.param").write_text("old")
+    replaced = tmp_path / f".y.ncnn.{dead_pid()}.{fileio.MARK}{fileio.RETIRED}"  # the new y.ncnn was renamed in
+    replaced.mkdir()
+    (tmp_path / "y.ncnn").mkdir()
+    write_text("x", tmp_path / "next.txt")
+    assert (tmp_path / "x.ncnn" / "model.ncnn.param").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["next.txt", "x.ncnn", "y.ncnn"]
+
+
+def test_a_file_written_inside_a_staging_folder_is_not_reported_as_an_output(tmp_path, handlers):
+    """A SIGTERM during an ncnn export named the staging folder's metadata.json as 'written ... in place'."""
+    from edgeticket.fileio import atomic_dir
+    signals.install()
+    with atomic_dir(tmp_path / "x.ncnn") as staging:
+        write_text("{}", staging / "metadata.json")
+        assert signals._state.committed == []
+    assert signals._state.committed == [tmp_path / "x.ncnn"]
+
+
 def test_a_pte_and_its_json_are_committed_together(tmp_path, monkeypatch):
     """A .pte's metadata goes beside it: a signal between the two renames must not pair a new JSON with the old
     model, so both are in one critical section."""
