@@ -26,6 +26,15 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(scope="session")
+def launcher():
+    """tests/forkserver.py's fork server, one per worker: edgeticket commands to signal, without the imports."""
+    from tests.forkserver import Launcher
+    launcher = Launcher()
+    yield launcher
+    launcher.close()
+
+
 @pytest.fixture
 def progress_recorder(monkeypatch):
     """`bars = progress_recorder(module)`: every bar `module` opens, kept (hidden) so a test can read its tasks."""

@@ -126,31 +126,26 @@ def test_the_bench_runner_works_in_the_process_folder(own_tmp, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("output", ["x.ncnn", "x.onnx"])
-def test_kill_9_of_an_export_leaves_nothing_after_the_next_command(ticket_file, tmp_path, output):
+def test_kill_9_of_an_export_leaves_nothing_after_the_next_command(ticket_file, tmp_path, output, launcher):
+    """Both commands are forked from the fork server (tests/forkserver.py), with TMPDIR=tmp_path/tmp."""
     pytest.importorskip("pnnx") if output.endswith(".ncnn") else None
-    tmp = tmp_path / "tmp"
+    folder, tmp = tmp_path / "run", tmp_path / "tmp"
+    folder.mkdir()
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    target = tmp_path / output
-    process = subprocess.Popen([sys.executable, "-m", "edgeticket", "export", str(ticket_file), "-o", str(target)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    staged = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(f".{output}.")]
+    target = folder / output
+    staged = lambda: [p for p in folder.iterdir() if p.name.startswith(f".{output}.")]
     # ncnn: pnnx's files in the work folder; onnx writes none there that lasts, so its work folder (and lock) will do
     work = (lambda: [p for p in tmp.rglob("*") if p.is_file() and p.name != ".lock"]) if output.endswith(".ncnn") \
         else (lambda: list(tmp.rglob("*")))
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not (staged() and work()):
-        time.sleep(0.01)
-    assert process.poll() is None, "the export ended before it was killed"
-    if output.endswith(".ncnn"):  # pnnx's intermediates (model.pt, model.pnnx.onnx) are the ones that were left
-        while time.time() < deadline and not any(p.name.startswith("model") for p in work()):
-            time.sleep(0.01)
-    process.kill()
-    process.wait()
+    # ncnn: pnnx's intermediates (model.pt, model.pnnx.onnx) are the ones that were left
+    begun = (lambda: any(p.name.startswith("model") for p in work())) if output.endswith(".ncnn") else work
+    killed = launcher.run(["export", str(ticket_file), "-o", str(target)], folder, signal.SIGKILL,
+                          after=lambda: staged() and begun(), poll=0.01)
+    assert killed.code == -signal.SIGKILL, "the export ended before it was killed"
     assert staged() and work(), "kill -9 came after the export had cleaned up"
-    assert edgeticket("models", env=env).returncode == 0  # the next command sweeps the temp root
+    assert launcher.run(["models"], folder).code == 0  # the next command sweeps the temp root
     assert leftovers(tmp) == []
-    write_text("x", tmp_path / "next.txt")  # the next write into the folder sweeps its staging
+    write_text("x", folder / "next.txt")  # the next write into the folder sweeps its staging
     assert not staged() and not target.exists()
 
 
@@ -240,14 +235,18 @@ def test_a_pte_and_its_json_are_committed_together(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigterm_at_any_moment_of_an_export_replaces_the_output_whole_or_not_at_all(ticket_file, tmp_path):
+def test_sigterm_at_any_moment_of_an_export_replaces_the_output_whole_or_not_at_all(ticket_file, tmp_path, launcher):
     """For each moment: (exit != 0, 'interrupted', the old file untouched), or (exit 0, the new checked file), or
     (exit 1, 'interrupted after ... was written', the new checked file). Never exit 143 after the rename, and
-    never success printed for a signal that came before it."""
+    never success printed for a signal that came before it. The moment during the imports needs a fresh
+    interpreter; the others are forked from the fork server (the imports done)."""
     from edgeticket.export import artifact_metadata
-    target = tmp_path / "x.onnx"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (tmp_path / "tmp").mkdir()
+    target = folder / "x.onnx"
     old = b"old onnx"
-    staged = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".x.onnx.")]
+    staged = lambda: [p for p in folder.iterdir() if p.name.startswith(".x.onnx.")]
     # (what to wait for, then how long): the imports (before the handler), the export under way, the rename
     moments = [("start", 1.0), ("staged", 0.0), ("staged", 0.3), ("renamed", 0.0), ("renamed", 0.002),
                ("renamed", 0.01), ("renamed", 0.05)]
@@ -255,29 +254,31 @@ def test_sigterm_at_any_moment_of_an_export_replaces_the_output_whole_or_not_at_
     for event, delay in moments:
         target.write_bytes(old)
         inode = target.stat().st_ino
-        process = subprocess.Popen([sys.executable, "-m", "edgeticket", "export", str(ticket_file), "-o", str(target)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        happened = {"start": lambda: True, "staged": lambda: bool(staged()),
-                    "renamed": lambda: target.stat().st_ino != inode}[event]
-        deadline = time.time() + 120
-        while time.time() < deadline and process.poll() is None and not happened():
-            time.sleep(0.0005)
-        time.sleep(delay)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
+        args = ["export", str(ticket_file), "-o", str(target)]
+        if event == "start":
+            process = subprocess.Popen([sys.executable, "-m", "edgeticket", *args], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=120)
+            code = process.returncode
+        else:
+            happened = {"staged": lambda: bool(staged()), "renamed": lambda: target.stat().st_ino != inode}[event]
+            run = launcher.run(args, folder, signal.SIGTERM, delay, after=happened)
+            code, stdout, stderr = run.code, run.stdout, run.stderr
         new = target.read_bytes() != old
-        outcomes.append((event, delay, process.returncode, new))
+        outcomes.append((event, delay, code, new))
         if new:
             assert artifact_metadata(target)["edgeticket.ticket_sha256"], "the new file is edgeticket's checked one"
-        if process.returncode == 0:
+        if code == 0:
             assert new and "exported onnx" in stdout and not stderr
         elif new:
-            assert process.returncode == 1 and f"interrupted after {target} was written" in stderr, (event, stderr)
+            assert code == 1 and f"interrupted after {target} was written" in stderr, (event, stderr)
         else:
             # killed before the handler was installed (-15), or interrupted; an interrupt inside torch's import can
             # also end as Python's own KeyboardInterrupt exit (-2) after the error line
-            assert process.returncode == -signal.SIGTERM or (process.returncode in (1, -signal.SIGINT)
-                                                             and "error: interrupted (" in stderr), (event, stderr)
+            assert code == -signal.SIGTERM or (code in (1, -signal.SIGINT) and "error: interrupted (" in stderr), \
+                (event, stderr)
             assert "exported" not in stdout
         assert not staged(), f"temp files left at {event} + {delay}"
     by_moment = {(event, delay): (code, new) for event, delay, code, new in outcomes}

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -79,14 +78,12 @@ def test_bench_time_is_bounded(tmp_path, option):
 
 
 @pytest.mark.slow
-def test_sigterm_cleans_up_like_ctrl_c(ticket_file):
+def test_sigterm_cleans_up_like_ctrl_c(ticket_file, tmp_path, launcher):
+    """A process of its own, forked from the fork server (tests/forkserver.py)."""
     output = ticket_file.parent / "o.ticket"
-    process = subprocess.Popen([sys.executable, "-m", "edgeticket", "finetune", str(ticket_file), "--epochs", "50",
-                                "--subset", "600", "-o", str(output), "--quiet"], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ticket_file.parent / "o.ticket.resume").exists():
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1 and "interrupted" in stderr and not output.exists()
+    (tmp_path / "run").mkdir()
+    stopped = launcher.run(["finetune", str(ticket_file), "--epochs", "50", "--subset", "600", "-o", str(output),
+                            "--quiet"], tmp_path / "run", signal.SIGTERM,
+                           after=(ticket_file.parent / "o.ticket.resume").exists, poll=0.1)
+    assert stopped.code == 1 and "interrupted" in stopped.stderr and not output.exists()
     assert not [p for p in ticket_file.parent.iterdir() if p.name.endswith(".tmp")]

@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -97,27 +96,26 @@ def cli(*args, env=None):
 
 
 def finetune_args(ticket, output):
-    return ["finetune", ticket, "--data", "digits", "--subset", "300", "--epochs", "8", "--adv", "noise:0.1", "--seed", "3",
-            "-o", output, "--quiet"]
+    return ["finetune", str(ticket), "--data", "digits", "--subset", "300", "--epochs", "8", "--adv", "noise:0.1",
+            "--seed", "3", "-o", str(output), "--quiet"]
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path):
+def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path, launcher):
+    """The three runs are forked from the fork server (tests/forkserver.py): a process of its own, the imports
+    done."""
     source.save(tmp_path / "src.ticket")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cli(*finetune_args(tmp_path / "src.ticket", tmp_path / "full.ticket")), check=True, env=env)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert launcher.run(finetune_args(tmp_path / "src.ticket", tmp_path / "full.ticket"), folder).code == 0
     output = tmp_path / "resumed.ticket"
-    process = subprocess.Popen(cli(*finetune_args(tmp_path / "src.ticket", output)), env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if state_file(output).exists() and torch.load(state_file(output), weights_only=True)["epoch"] >= 3:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    saved = lambda: state_file(output).exists() and torch.load(state_file(output), weights_only=True)["epoch"] >= 3
+    killed = launcher.run(finetune_args(tmp_path / "src.ticket", output), folder, signal.SIGKILL, after=saved,
+                          poll=0.05)
     saved_epoch = torch.load(state_file(output), weights_only=True)["epoch"]
-    assert not output.exists() and 3 <= saved_epoch < 8, "killed before the run could finish"
-    subprocess.run(cli(*finetune_args(tmp_path / "src.ticket", output)), check=True, env=env)
+    assert killed.code == -signal.SIGKILL and not output.exists() and 3 <= saved_epoch < 8, \
+        "killed before the run could finish"
+    assert launcher.run(finetune_args(tmp_path / "src.ticket", output), folder).code == 0
     full, resumed = Ticket.load(tmp_path / "full.ticket"), Ticket.load(output)
     assert all(torch.equal(full.state_dict[k], resumed.state_dict[k]) for k in full.state_dict)
     assert not state_file(output).exists()
