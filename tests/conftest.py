@@ -13,6 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (make test)
 from edgeticket.models import get_model  # noqa: E402 (after COLUMNS: edgeticket's console reads it on import)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """Under `--dist loadgroup` a module's tests stay on one worker (its module fixtures are built once), unless
     they name their own group (tests/models/test_zoo.py: one per architecture)."""
