@@ -1,8 +1,5 @@
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -139,23 +136,22 @@ def test_a_log_line_per_cell_says_what_is_left():
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_and_reports_every_cell(tmp_path):
+def test_killed_sweep_resumes_and_reports_every_cell(tmp_path, launcher):
+    """Both runs are forked from the fork server (tests/forkserver.py): processes of their own, the imports done."""
     (tmp_path / "s.toml").write_text(TOML.format(out=tmp_path / "out", cache=tmp_path / "cache"))
-    command = [sys.executable, "-m", "edgeticket", "sweep", str(tmp_path / "s.toml")]
-    with open(tmp_path / "log", "w") as log:  # not a terminal: one line per finished cell
-        process = subprocess.Popen(command, stdout=log, stderr=log)
-        deadline = time.time() + 300
-        while time.time() < deadline and "[1/4]" not in (tmp_path / "log").read_text():
-            time.sleep(0.2)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert " acc " in (tmp_path / "log").read_text() and "3 left, about" in (tmp_path / "log").read_text()
+    command = ["sweep", str(tmp_path / "s.toml")]
+    (tmp_path / "run").mkdir()
+    log = tmp_path / "log.stderr"  # the killed run's; not a terminal: one line per finished cell
+    finished_one = lambda: log.exists() and "[1/4]" in log.read_text()
+    killed = launcher.run(command, tmp_path / "run", signal.SIGKILL, after=finished_one, poll=0.2)
+    assert killed.code == -signal.SIGKILL and " acc " in killed.stderr and "3 left, about" in killed.stderr
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["recipe"] == sweep_recipe(SweepConfig.from_toml(tmp_path / "s.toml"))
     assert config["edgeticket"]["version"] and "commit" in config["edgeticket"]
     finished = {p: p.stat().st_mtime for p in (tmp_path / "out").rglob("result.json")}
     assert 1 <= len(finished) < 4, "killed before the sweep could finish"
-    result = subprocess.run(command + ["--json"], capture_output=True, text=True, check=True)
+    result = launcher.run(command + ["--json"], tmp_path / "run")
+    assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["rows"]) == 4 and report["failed"] == []
     assert {(r["source"], r["method"], r["sparsity"]) for r in report["rows"]} == \

@@ -3,35 +3,28 @@ smaller, reloaded weights_only) and a 0.5 unstructured one; a file named like ea
 file, in the robustness library's layout, draws without --arch; and ONNX, ExecuTorch and ncnn exports within their
 runtimes' parity.
 
-Runtimes see operators, not widths or depth: the exports are of each architecture's shallow twin, a few of its
-blocks that still hold every kind of block it has (torchvision's constructors with shorter stage settings; VGG and
-MNASNet cut by hand), which exports in seconds where the full graph can take minutes. A test checks that
-each twin has exactly its architecture's operators (module types with a conv's kernel, stride and grouping, and the
+Runtimes see operators, not widths or depth: the exports are of each architecture's shallow twin (twins.py), a
+few of its blocks that still hold every kind of block it has, which exports in seconds where the full graph can
+take minutes. A test checks that each twin has exactly its architecture's operators (module types with a conv's kernel, stride and grouping, and the
 functions its forward calls: residual adds, concatenations, shuffles), so a twin cannot silently drop one. Drawing,
 shrinking and reloading run on the real graphs (the wide ResNets' and resnet34's are resnet50's and resnet18's)."""
 
-import dataclasses
 import operator
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from torch import fx, nn
 from torchvision import models as tvm
-from torchvision.models import efficientnet, mobilenetv3, vgg
-from torchvision.models.convnext import CNBlockConfig
-from torchvision.models.regnet import BlockParams
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from edgeticket.export import export, export_onnx
 from edgeticket.export.onnx import open_session, run_onnx
 from edgeticket.models import get_arch, get_model, list_models
-from edgeticket.models.archs import ARCHS
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 
 from .test_archs import random_ticket
 from .test_checkpoints import RELEASED_AS, madry_layout
+from .twins import SHALLOW, shallow_twin
 
 pytestmark = pytest.mark.slow  # a few seconds to a minute per architecture
 
@@ -43,57 +36,6 @@ PRUNABLE = [name for name in ZOO if not get_arch(name).channel_pruning_blocked]
 # still draw below: telling wide_resnet50_2 from _4 and resnet50 is by shapes.
 SAME_GRAPH = {"wide_resnet50_2": "resnet50", "wide_resnet50_4": "resnet50", "resnet34": "resnet18"}
 GRAPHS = [name for name in ZOO if name not in SAME_GRAPH]  # each a graph of its own
-
-
-def _vgg16_bn(num_classes: int) -> nn.Module:
-    """A conv per stage, all five max-pools kept (a 32x32 image still reaches the 7x7 average pool as 1x1), and a
-    narrower classifier (VGG's own holds 120M weights: it is built on the meta device, then replaced)."""
-    with torch.device("meta"):
-        model = tvm.VGG(nn.Sequential())
-    model.features = vgg.make_layers([64, "M", 128, "M", 256, "M", 512, "M", 512, "M"], batch_norm=True)
-    model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 256), nn.ReLU(True), nn.Dropout(),
-                                     nn.Linear(256, 256), nn.ReLU(True), nn.Dropout(), nn.Linear(256, num_classes))
-    return model
-
-
-def _mnasnet1_0(num_classes: int) -> nn.Module:
-    """The first two stacks (3x3 and 5x5), each a strided block and one residual block."""
-    model = tvm.mnasnet1_0(num_classes=num_classes)
-    model.layers = nn.Sequential(*model.layers[:8], model.layers[8][:2], model.layers[9][:2],
-                                 nn.Conv2d(40, 1280, 1, bias=False), *model.layers[15:])
-    return model
-
-
-def _efficientnet_b0(num_classes: int) -> nn.Module:
-    """The first three stages: unexpanded, then 3x3 and 5x5 stages of a strided and a residual block."""
-    setting, _ = efficientnet._efficientnet_conf("efficientnet_b0", width_mult=1.0, depth_mult=1.0)
-    return efficientnet.EfficientNet(setting[:3], 0.2, num_classes=num_classes)
-
-
-def _mobilenet_v3_small(num_classes: int) -> nn.Module:
-    """The first five blocks: 3x3 and 5x5, strided and residual, with and without squeeze-excitation."""
-    setting, last_channel = mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small")
-    return mobilenetv3.MobileNetV3(setting[:5], last_channel, num_classes=num_classes)
-
-
-# a stage's first block (where stride and width change) and, where later ones differ (a residual add, a stride-1
-# grouped conv), one of those; stages that only repeat earlier kinds of block go, where the constructor lets them
-SHALLOW: dict[str, Callable[[int], nn.Module]] = {
-    "resnet18": lambda n: tvm.ResNet(BasicBlock, [1, 1, 1, 1], num_classes=n),
-    "resnet50": lambda n: tvm.ResNet(Bottleneck, [1, 1, 1, 1], num_classes=n),
-    "resnext50_32x4d": lambda n: tvm.ResNet(Bottleneck, [1, 1, 1, 1], num_classes=n, groups=32, width_per_group=4),
-    "densenet161": lambda n: tvm.DenseNet(48, (1, 1, 1, 1), 96, num_classes=n),
-    "vgg16_bn": _vgg16_bn,
-    "mobilenet_v2": lambda n: tvm.MobileNetV2(n, inverted_residual_setting=[[1, 16, 1, 1], [6, 24, 2, 2]]),
-    "mnasnet1_0": _mnasnet1_0,
-    "shufflenet_v2_x1_0": lambda n: tvm.ShuffleNetV2([2, 1, 1], [24, 116, 232, 464, 1024], num_classes=n),
-    "regnet_y_400mf": lambda n: tvm.RegNet(BlockParams([1, 2], [48, 104], [8, 8], [1.0, 1.0], [2, 2], 0.25),
-                                           num_classes=n),
-    "convnext_tiny": lambda n: tvm.ConvNeXt([CNBlockConfig(96, 192, 1), CNBlockConfig(192, None, 1)], 0.1,
-                                            num_classes=n),
-    "mobilenet_v3_small": _mobilenet_v3_small,
-    "efficientnet_b0": _efficientnet_b0,
-}
 
 
 def exported_graph(arch: str) -> nn.Module:
@@ -114,17 +56,6 @@ def operators(model: nn.Module) -> set:
 def grouped(names: list[str], suffix: str = "") -> list:
     """One xdist group per architecture: its tests share one worker, so its random ticket is built once."""
     return [pytest.param(name, marks=pytest.mark.xdist_group(name + suffix)) for name in names]
-
-
-def shallow_twin(arch: str, monkeypatch) -> str:
-    """The name of `arch`'s twin, registered for the test (a Ticket rebuilds its model by name); `arch` itself
-    where it has none."""
-    if arch not in SHALLOW:
-        return arch
-    twin = dataclasses.replace(get_arch(arch), name=f"{arch}-shallow", madry_name=None,
-                               build=lambda num_classes, in_channels: SHALLOW[arch](num_classes))
-    monkeypatch.setitem(ARCHS._entries, twin.name, twin)
-    return twin.name
 
 
 def twin_ticket(arch: str, monkeypatch) -> Ticket:
