@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/edgeticket demo
 
 test: setup
-	.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadgroup
+	.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
 
 bench: setup
 	.venv/bin/python benchmarks/speedup.py

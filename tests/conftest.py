@@ -16,10 +16,16 @@ from edgeticket.models import get_model  # noqa: E402 (after COLUMNS: edgeticket
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """Under `--dist loadgroup` a module's tests stay on one worker (its module fixtures are built once), unless
-    they name their own group (tests/models/test_zoo.py: one per architecture)."""
+    they name their own group (tests/models/test_zoo.py: one per architecture). Groups that hold a slow test go
+    first: `make test` passes --no-loadscope-reorder, so xdist hands the groups out in this order, and the short
+    groups even out the two workers' ends (by default it orders them by their number of tests, which put the
+    README's and the sweep's two-test modules last, alone on one worker)."""
+    group = lambda item: item.get_closest_marker("xdist_group").args[0]
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    slow = {group(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: group(item) not in slow)  # stable: a group's tests stay in their order
 
 
 @pytest.fixture
