@@ -37,11 +37,14 @@ def ticket_file(small_checkpoint, tmp_path):
 
 @pytest.fixture
 def own_tmp(tmp_path, monkeypatch):
-    """tempfile's folder (so $TMPDIR/edgeticket-UID) inside tmp_path."""
+    """tempfile's folder (so $TMPDIR/edgeticket-UID) inside tmp_path, and no work folder yet: an earlier test in
+    this process (an export through the API) may have made one under the system's temp folder."""
     folder = tmp_path / "tmp"
     folder.mkdir()
+    fileio.release_process_temp()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+    yield folder
+    fileio.release_process_temp()
 
 
 @pytest.fixture

@@ -91,10 +91,6 @@ def test_resume_state_must_match(source, digits, tmp_path):
         fit(source, digits.train, TrainConfig(epochs=1, lr=0.5), tmp_path / "s.resume")
 
 
-def cli(*args, env=None):
-    return [sys.executable, "-m", "edgeticket", *[str(a) for a in args]]
-
-
 def finetune_args(ticket, output):
     return ["finetune", str(ticket), "--data", "digits", "--subset", "300", "--epochs", "8", "--adv", "noise:0.1",
             "--seed", "3", "-o", str(output), "--quiet"]
@@ -125,14 +121,17 @@ DDP_TOLERANCE = 1e-5  # linear mode: frozen BN, so 2 x 32 images give the gradie
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(source, tmp_path):
+def test_two_gloo_processes_match_one(source, tmp_path, launcher):
+    """The single process is forked from the fork server (tests/forkserver.py); torchrun starts the two."""
     source.save(tmp_path / "src.ticket")
-    args = ["finetune", tmp_path / "src.ticket", "--data", "digits", "--subset", "256", "--mode", "linear",
+    args = ["finetune", str(tmp_path / "src.ticket"), "--data", "digits", "--subset", "256", "--mode", "linear",
             "--epochs", "3", "--lr", "0.1", "--device", "cpu", "--quiet"]
+    (tmp_path / "run").mkdir()
+    one = launcher.run([*args, "-o", str(tmp_path / "one.ticket")], tmp_path / "run")
+    assert one.code == 0, one.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cli(*args, "-o", tmp_path / "one.ticket"), check=True, env=env)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "edgeticket", *[str(a) for a in args], "-o", tmp_path / "two.ticket"], check=True, env=env,
+                    "-m", "edgeticket", *args, "-o", str(tmp_path / "two.ticket")], check=True, env=env,
                    capture_output=True)
     one, two = Ticket.load(tmp_path / "one.ticket"), Ticket.load(tmp_path / "two.ticket")
     untrained = replace_head(source, [str(i) for i in range(10)], seed=0)

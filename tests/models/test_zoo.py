@@ -20,6 +20,7 @@ from torchvision import models as tvm
 from edgeticket.export import export, export_onnx
 from edgeticket.export.onnx import open_session, run_onnx
 from edgeticket.models import get_arch, get_model, list_models
+from edgeticket.models.checkpoints import load_checkpoint
 from edgeticket.tickets import DrawConfig, Ticket, draw_ticket
 
 from .test_archs import random_ticket
@@ -140,15 +141,22 @@ def test_edge_formats_match_torch(arch, fmt, suffix, tmp_path, monkeypatch):
 @pytest.mark.parametrize("family, source", [released(family) for family in (
     "resnet18", "resnet50", "wide_resnet50_2", "wide_resnet50_4", "densenet", "mnasnet", "mobilenet", "resnext50_32x4d",
     "shufflenet", "vgg16_bn")], indirect=["source"], scope="module")  # module: run with the architecture's other tests
-def test_release_file_draws_without_arch(family, source, runner, tmp_path):
-    """`draw` on a file named as robust-models-transfer names it, holding what the robustness library saves."""
-    from edgeticket.cli import app
+def test_release_file_is_read_without_arch(family, source, runner, tmp_path):
+    """A file named as robust-models-transfer names it, holding what the robustness library saves, read as every
+    command reads a checkpoint: the architecture from its name and checked against its keys and shapes (the wide
+    ResNets differ from resnet50 only in shapes), the threat model from its name. `draw` takes resnet18's (the
+    command is the same for every family; drawing each graph is tested above)."""
     path = tmp_path / f"{family}_linf_eps4.0.ckpt" if family in ("resnet18", "resnet50") else tmp_path / f"{family}_l2_eps3.ckpt"
     torch.save(madry_layout(source.state_dict), path)
-    result = runner.invoke(app, ["draw", str(path), "--pattern", "unstructured", "--sparsity", "0.5",
-                                 "-o", str(tmp_path / "t.ticket"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    ticket = Ticket.load(tmp_path / "t.ticket")
+    if family == "resnet18":  # through the command
+        from edgeticket.cli import app
+        result = runner.invoke(app, ["draw", str(path), "--pattern", "unstructured", "--sparsity", "0.5",
+                                     "-o", str(tmp_path / "t.ticket"), "--quiet"])
+        assert result.exit_code == 0, result.output
+        ticket = Ticket.load(tmp_path / "t.ticket")
+    else:
+        ticket = load_checkpoint(path)
+        assert all(torch.equal(ticket.state_dict[k], v) for k, v in source.state_dict.items())  # each in its place
     assert ticket.arch == source.arch and ticket.num_classes == 10
     assert ticket.provenance.source_kind == "robust"
     assert ticket.provenance.threat_model == ("linf:4/255" if "linf" in path.name else "l2:3")
