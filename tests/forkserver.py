@@ -93,7 +93,7 @@ class Launcher:
             if signum is not None:
                 moment = began
                 if after is not None:
-                    while not after() and not exited(pid, 0):
+                    while not after() and not exited(pid, 0) and time.perf_counter() < began + HUNG:
                         time.sleep(poll)
                     moment = time.perf_counter()
                 time.sleep(max(0.0, moment + delay - time.perf_counter()))
