@@ -83,10 +83,12 @@ class Launcher:
 
     def run(self, args: list[str], folder: Path, signum: int | None = None, delay: float = 0.0,
             after: Callable[[], bool] | None = None, poll: float = 0.0005) -> Finished:
-        """`edgeticket ARGS` in `folder`, with TMPDIR=folder/../tmp and its output in folder/../log.std*; signalled
-        `delay` s after its start, or after `after()` first holds (called every `poll` s while the command runs)."""
+        """`edgeticket ARGS` in `folder` (made if missing), with TMPDIR=folder/../tmp and its output in
+        folder/../log.std*; signalled `delay` s after its start, or after `after()` first holds (called every `poll`
+        s while the command runs)."""
         log = folder.parent / "log"
-        (folder.parent / "tmp").mkdir(exist_ok=True)
+        for needed in (folder, folder.parent / "tmp"):
+            needed.mkdir(parents=True, exist_ok=True)
         pid = self.ask({"args": args, "cwd": str(folder), "tmpdir": str(folder.parent / "tmp"), "log": str(log)})
         began = time.perf_counter()  # after the fork: the first request also waits for the server's imports
         try:

@@ -132,9 +132,7 @@ def test_the_bench_runner_works_in_the_process_folder(own_tmp, monkeypatch):
 def test_kill_9_of_an_export_leaves_nothing_after_the_next_command(ticket_file, tmp_path, output, launcher):
     """Both commands are forked from the fork server (tests/forkserver.py), with TMPDIR=tmp_path/tmp."""
     pytest.importorskip("pnnx") if output.endswith(".ncnn") else None
-    folder, tmp = tmp_path / "run", tmp_path / "tmp"
-    folder.mkdir()
-    tmp.mkdir()
+    folder, tmp = tmp_path / "run", tmp_path / "tmp"  # both made by the launcher
     target = folder / output
     staged = lambda: [p for p in folder.iterdir() if p.name.startswith(f".{output}.")]
     # ncnn: pnnx's files in the work folder; onnx writes none there that lasts, so its work folder (and lock) will do
@@ -245,8 +243,7 @@ def test_sigterm_at_any_moment_of_an_export_replaces_the_output_whole_or_not_at_
     interpreter; the others are forked from the fork server (the imports done)."""
     from edgeticket.export import artifact_metadata
     folder = tmp_path / "run"
-    folder.mkdir()
-    (tmp_path / "tmp").mkdir()
+    folder.mkdir()  # the old output goes in before the first command
     target = folder / "x.onnx"
     old = b"old onnx"
     staged = lambda: [p for p in folder.iterdir() if p.name.startswith(".x.onnx.")]

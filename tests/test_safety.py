@@ -81,7 +81,6 @@ def test_bench_time_is_bounded(tmp_path, option):
 def test_sigterm_cleans_up_like_ctrl_c(ticket_file, tmp_path, launcher):
     """A process of its own, forked from the fork server (tests/forkserver.py)."""
     output = ticket_file.parent / "o.ticket"
-    (tmp_path / "run").mkdir()
     stopped = launcher.run(["finetune", str(ticket_file), "--epochs", "50", "--subset", "600", "-o", str(output),
                             "--quiet"], tmp_path / "run", signal.SIGTERM,
                            after=(ticket_file.parent / "o.ticket.resume").exists, poll=0.1)

@@ -140,7 +140,6 @@ def test_killed_sweep_resumes_and_reports_every_cell(tmp_path, launcher):
     """Both runs are forked from the fork server (tests/forkserver.py): processes of their own, the imports done."""
     (tmp_path / "s.toml").write_text(TOML.format(out=tmp_path / "out", cache=tmp_path / "cache"))
     command = ["sweep", str(tmp_path / "s.toml")]
-    (tmp_path / "run").mkdir()
     log = tmp_path / "log.stderr"  # the killed run's; not a terminal: one line per finished cell
     finished_one = lambda: log.exists() and "[1/4]" in log.read_text()
     killed = launcher.run(command, tmp_path / "run", signal.SIGKILL, after=finished_one, poll=0.2)

@@ -102,7 +102,6 @@ def test_kill_9_then_rerun_equals_uninterrupted(source, tmp_path, launcher):
     done."""
     source.save(tmp_path / "src.ticket")
     folder = tmp_path / "run"
-    folder.mkdir()
     assert launcher.run(finetune_args(tmp_path / "src.ticket", tmp_path / "full.ticket"), folder).code == 0
     output = tmp_path / "resumed.ticket"
     saved = lambda: state_file(output).exists() and torch.load(state_file(output), weights_only=True)["epoch"] >= 3
@@ -126,7 +125,6 @@ def test_two_gloo_processes_match_one(source, tmp_path, launcher):
     source.save(tmp_path / "src.ticket")
     args = ["finetune", str(tmp_path / "src.ticket"), "--data", "digits", "--subset", "256", "--mode", "linear",
             "--epochs", "3", "--lr", "0.1", "--device", "cpu", "--quiet"]
-    (tmp_path / "run").mkdir()
     one = launcher.run([*args, "-o", str(tmp_path / "one.ticket")], tmp_path / "run")
     assert one.code == 0, one.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
